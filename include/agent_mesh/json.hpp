@@ -4,8 +4,10 @@
 // strict RFC 8259 parser (valid UTF-8 required) it rejects: input over a size bound, nesting over
 // limits::max_json_depth, duplicate member names, escaped lone surrogates, and numbers written
 // without fraction or exponent outside ±(2^53−1) (protocol §1). Numbers written with a fraction or
-// exponent become doubles; integers within range become int64, so "is an integer field" is simply
-// `value.is_int64()`.
+// exponent become (correctly rounded) doubles; integers within range become int64, so "is an
+// integer field" is simply `value.is_int64()`. Doubles that overflow, and doubles of magnitude
+// 2^53..1e21 (JCS writes those as plain integer digits outside ±(2^53−1)), are rejected too, so
+// the JCS form of every accepted value is itself accepted.
 #pragma once
 
 #include <boost/json/value.hpp>

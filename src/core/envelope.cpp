@@ -80,6 +80,12 @@ Result<Envelope> Envelope::parse(std::string_view frame, std::size_t max_bytes) 
   FieldReader fields(object, "envelope");
   AGENT_MESH_TRY(fields.reject_unknown({"id", "from", "to", "msg_type", "in_reply_to", "timestamp", "encrypted",
                                         "sid", "n", "payload", "signature"}));
+  // Optional members are omitted, never null (§1); no envelope member may be null.
+  for (const auto& member : object) {
+    if (member.value().is_null()) {
+      return fail(Errc::bad_request, "envelope: " + detail::clip(member.key()) + " must not be null");
+    }
+  }
 
   Envelope env;
   std::string_view text;

@@ -99,4 +99,45 @@ Status FieldReader::optional_string(std::string_view name, std::string_view& out
   return required_string(name, out);
 }
 
+Status FieldReader::required_bool(std::string_view name, bool& out) const {
+  auto value = find_required(name);
+  if (!value) return std::move(value).error();
+  if (!(*value)->is_bool()) return problem(name, "must be true or false");
+  out = (*value)->as_bool();
+  return {};
+}
+
+Status FieldReader::required_array(std::string_view name, const boost::json::array*& out) const {
+  auto value = find_required(name);
+  if (!value) return std::move(value).error();
+  if (!(*value)->is_array()) return problem(name, "must be an array");
+  out = &(*value)->as_array();
+  return {};
+}
+
+Status FieldReader::optional_array(std::string_view name, const boost::json::array*& out) const {
+  out = nullptr;
+  if (!object_.contains(name)) return {};
+  return required_array(name, out);
+}
+
+Status FieldReader::optional_object(std::string_view name, const boost::json::object*& out) const {
+  out = nullptr;
+  if (!object_.contains(name)) return {};
+  auto value = find_required(name);
+  if (!value) return std::move(value).error();
+  if (!(*value)->is_object()) return problem(name, "must be an object");
+  out = &(*value)->as_object();
+  return {};
+}
+
+Status FieldReader::optional_non_null(std::string_view name, const boost::json::value*& out) const {
+  out = nullptr;
+  if (!object_.contains(name)) return {};
+  auto value = find_required(name);
+  if (!value) return std::move(value).error();
+  out = *value;
+  return {};
+}
+
 }  // namespace agent_mesh::detail

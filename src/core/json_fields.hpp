@@ -3,6 +3,7 @@
 // message naming the object and the member. Shared by every parser of protocol objects.
 #pragma once
 
+#include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <cstdint>
 #include <initializer_list>
@@ -31,6 +32,14 @@ class FieldReader {
   [[nodiscard]] Status optional_integer(std::string_view name, std::int64_t& out, bool& present) const;
   [[nodiscard]] Status optional_bool(std::string_view name, bool& out, bool& present) const;
   [[nodiscard]] Status optional_string(std::string_view name, std::string_view& out, bool& present) const;
+  // Containers: `out` points into the object read (valid while it lives); nullptr when absent.
+  [[nodiscard]] Status required_bool(std::string_view name, bool& out) const;
+  [[nodiscard]] Status required_array(std::string_view name, const boost::json::array*& out) const;
+  [[nodiscard]] Status optional_array(std::string_view name, const boost::json::array*& out) const;
+  [[nodiscard]] Status optional_object(std::string_view name, const boost::json::object*& out) const;
+  // A free-form optional member (schemas): any JSON value but null, since optional members are
+  // omitted, never null (§1). nullptr when absent.
+  [[nodiscard]] Status optional_non_null(std::string_view name, const boost::json::value*& out) const;
 
  private:
   [[nodiscard]] Error problem(std::string_view name, std::string_view what) const;

@@ -41,7 +41,7 @@ TEST(Base64Url, PublishedInvalidVectorsAreRejected) {
 
 TEST(Base64Url, EachRejectionNamesItsProblem) {
   EXPECT_NE(base64url_decode("AA==").error().message.find("padded"), std::string::npos);
-  EXPECT_NE(base64url_decode("AA AA").error().message.find("0x20"), std::string::npos);
+  EXPECT_NE(base64url_decode("AAA ").error().message.find("0x20"), std::string::npos);
   EXPECT_NE(base64url_decode("AB+/").error().message.find("'+'"), std::string::npos);
   EXPECT_NE(base64url_decode("AAAAA").error().message.find("mod 4"), std::string::npos);
   EXPECT_NE(base64url_decode("AB").error().message.find("trailing bits"), std::string::npos);
