@@ -72,7 +72,8 @@ struct AgentCard {
   std::int64_t timestamp = 0;  // Unix ms, not negative
   std::optional<Signature> signature;
 
-  // Strict parse of the card text: I-JSON within limits::max_card_bytes, unknown members rejected,
+  // Strict parse of the card text: I-JSON within limits::max_card_bytes (as received and in JCS
+  // form, which can be longer: 1e15 is written out in full), unknown members rejected,
   // group_id a UUID v4, name non-empty, the size bounds above, at least one capability, capability
   // names valid (protocol §4) and unique, signature required and canonical base64url of 64 bytes.
   // Errors: Errc::bad_request naming the member, e.g. "card: capabilities[2].name: ...";

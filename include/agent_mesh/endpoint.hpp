@@ -177,6 +177,9 @@ class Endpoint {
   std::unordered_map<AgentId, std::deque<RequestHandle>> waiting_;
   std::unordered_map<AgentId, RequestHandle> handshake_starter_;
   std::map<ServedKey, Served> served_;
+  // Encrypted replies that arrived before the step-2 envelope of their session (bounded).
+  static constexpr std::size_t kMaxEarlyReplies = 32;
+  std::unordered_map<AgentId, std::vector<Envelope>> early_replies_;
   std::vector<OutgoingFrame> outgoing_;
   std::vector<EndpointEvent> events_;
   EndpointStats stats_;

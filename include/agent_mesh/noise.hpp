@@ -1,7 +1,7 @@
 // The Noise Protocol Framework (revision 34) for DH 25519, cipher ChaChaPoly, hash BLAKE2b, on
-// libsodium. Generic over handshake patterns (IK and XX are implemented and tested against the
-// cacophony vectors; only IK is used on the wire, protocol §5). Pure: no I/O; ephemeral keys come
-// from libsodium's CSPRNG unless a test fixes them.
+// libsodium. Generic over handshake patterns: a table of the 12 interactive fundamental patterns
+// (Noise §7.4), each checked against its cacophony vector; only IK is used on the wire (protocol §5).
+// Pure: no I/O; ephemeral keys come from libsodium's CSPRNG unless a test fixes them.
 #pragma once
 
 #include <array>
@@ -145,11 +145,14 @@ class HandshakeState {
   // Errors: bad_request if a key the pattern needs is missing.
   [[nodiscard]] static Result<HandshakeState> create(HandshakeConfig config);
 
-  // Appends the handshake message to `message`. Errors: not our turn, handshake finished or failed,
-  // payload too large for a 65,535-byte message.
+  // Appends the handshake message to `message` (nothing on failure). Errors (bad_request): not our
+  // turn, handshake finished or failed, payload too large for a 65,535-byte message (IK message 1:
+  // at most 65,439 payload bytes), all-zero DH (a low-order preset peer key).
+  // `payload` must not point into `message`.
   [[nodiscard]] Status write_message(ByteView payload, Bytes& message);
-  // Appends the decrypted payload to `payload`. Errors (bad_request): not our turn, wrong length,
-  // all-zero DH, authentication failure.
+  // Appends the decrypted payload to `payload` (nothing on failure). Errors (bad_request): not our
+  // turn, handshake finished or failed, longer than 65,535 bytes, too short for the next token,
+  // "all-zero DH (low-order key)", authentication failure. `message` must not point into `payload`.
   [[nodiscard]] Status read_message(ByteView message, Bytes& payload);
 
   [[nodiscard]] bool is_complete() const noexcept;
@@ -158,7 +161,7 @@ class HandshakeState {
   [[nodiscard]] const Hash& handshake_hash() const noexcept { return symmetric_.handshake_hash(); }
   // The peer's static key once it is known (pre-known or received).
   [[nodiscard]] const std::optional<X25519Key>& remote_static() const noexcept { return config_.remote_static; }
-  // Precondition: is_complete().
+  // Precondition: is_complete() (aborts otherwise, as misuse).
   [[nodiscard]] TransportKeys split() const;
 
  private:

@@ -18,7 +18,8 @@ std::string capability_context(std::size_t index) {
   return std::string(kContext) + ": capabilities[" + std::to_string(index) + "]";
 }
 
-// The value rules shared by parse() and validate(); `context` names the member in messages.
+// The value rules shared by parse() and validate(). `context` names the object ("card" or
+// "card: capabilities[i]") at the start of messages.
 Status check_name(std::string_view name) {
   if (name.empty()) return fail(Errc::bad_request, "card: name must not be empty");
   if (name.size() > limits::max_card_name_bytes) {
@@ -166,6 +167,12 @@ Result<AgentCard> AgentCard::from_json(const boost::json::value& value) {
     return fail(Errc::bad_request, "card: signature must be base64url of 64 bytes: " + decoded.error().message);
   }
   card.signature = signature;
+  // JCS can be longer than the text received (1e15 becomes 1000000000000000), and the
+  // canonical form is what is signed, stored and served: bound that too.
+  if (card.serialize().size() > limits::max_card_bytes) {
+    return fail(Errc::too_large, "card: larger than " + std::to_string(limits::max_card_bytes) +
+                                     " bytes in canonical (JCS) form");
+  }
   return card;
 }
 
@@ -182,8 +189,9 @@ Status AgentCard::validate() const {
   // The parser enforces these through I-JSON; a card built in code must meet them too, or its JCS
   // would differ between languages (protocol §1).
   if (timestamp > limits::max_safe_integer) return fail(Errc::bad_request, "card: timestamp must be at most 2^53-1");
-  if (signing_input().size() > limits::max_card_bytes) {
-    return fail(Errc::too_large, "card: larger than " + std::to_string(limits::max_card_bytes) + " bytes");
+  if (serialize().size() > limits::max_card_bytes) {
+    return fail(Errc::too_large, "card: larger than " + std::to_string(limits::max_card_bytes) +
+                                     " bytes in canonical (JCS) form");
   }
   return {};
 }

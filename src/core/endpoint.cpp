@@ -264,6 +264,7 @@ void Endpoint::on_step2(const Envelope& envelope, std::int64_t now_ms) {
   table_.remove_pending(peer);
   handshake_starter_.erase(peer);
   if (!session) {
+    early_replies_.erase(peer);
     drop("handshake step 2 refused");
     // The peer answered but the handshake failed: fail the carried request, restart the queue.
     auto carried = by_wire_id_.find(step1_id);
@@ -273,6 +274,11 @@ void Endpoint::on_step2(const Envelope& envelope, std::int64_t now_ms) {
   }
   ++stats_.handshakes_completed;
   NoiseSession& established = table_.add(std::move(session).value(), now_ms);
+  std::vector<Envelope> early;
+  if (auto held = early_replies_.find(peer); held != early_replies_.end()) {
+    early = std::move(held->second);
+    early_replies_.erase(held);
+  }
   auto carried = by_wire_id_.find(step1_id);
   if (carried != by_wire_id_.end()) {
     Outstanding& o = outstanding_.at(carried->second);
@@ -283,6 +289,7 @@ void Endpoint::on_step2(const Envelope& envelope, std::int64_t now_ms) {
       finish(carried->second);
     }
   }
+  for (const Envelope& held : early) on_encrypted(held, now_ms);
   auto queue = waiting_.find(peer);
   if (queue == waiting_.end()) return;
   std::deque<RequestHandle> ready = std::move(queue->second);
@@ -297,6 +304,15 @@ void Endpoint::on_encrypted(const Envelope& envelope, std::int64_t now_ms) {
   const bool is_request = envelope.msg_type == MsgType::request || envelope.msg_type == MsgType::stream_request;
   if (session == nullptr) {
     if (!is_request) {
+      // A reply can overtake the step-2 envelope of its own session (reordering on a reconnect):
+      // hold a few from a peer we are handshaking with and replay them when step 2 lands.
+      if (table_.pending(envelope.from) != nullptr) {
+        auto& early = early_replies_[envelope.from];
+        if (early.size() < kMaxEarlyReplies) {
+          early.push_back(envelope);
+          return;
+        }
+      }
       drop("encrypted reply or cancel for an unknown session");
       return;
     }
@@ -553,6 +569,7 @@ void Endpoint::tick(std::int64_t now_ms) {
     if (starter != handshake_starter_.end() && starter->second == handle) {
       handshake_starter_.erase(starter);
       table_.remove_pending(peer);
+      early_replies_.erase(peer);
       start_handshake_for(peer, now_ms);
     }
   }

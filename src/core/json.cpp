@@ -8,6 +8,7 @@
 // we only turn Boost's generic "syntax error" for them into a message that names the problem.
 #include "agent_mesh/json.hpp"
 
+#include <boost/container/small_vector.hpp>
 #include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/value_stack.hpp>
 
@@ -17,6 +18,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <string_view>
@@ -51,6 +53,20 @@ bool is_hex_digit(char c) noexcept {
 
 bool is_json_whitespace(char c) noexcept { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
+// True if any of the 8 bytes at `p` must be escaped in a JSON string: a control character, '"' or
+// '\\'. Word-at-a-time test (Hacker's Delight ch. 6): (x - 0x01..) & ~x & 0x80.. has a high bit set
+// iff some byte of x is zero, and the "less than n" variant works the same way. Most strings
+// contain nothing to escape, so the serialiser skips them 8 bytes per step.
+bool has_byte_to_escape(const char* p) noexcept {
+  constexpr std::uint64_t kOnes = 0x0101010101010101u;
+  constexpr std::uint64_t kHighBits = 0x8080808080808080u;
+  std::uint64_t word;
+  std::memcpy(&word, p, sizeof word);
+  const auto has_zero_byte = [](std::uint64_t x) { return (x - kOnes) & ~x & kHighBits; };
+  const std::uint64_t below_space = (word - kOnes * 0x20) & ~word & kHighBits;
+  return (below_space | has_zero_byte(word ^ (kOnes * '"')) | has_zero_byte(word ^ (kOnes * '\\'))) != 0;
+}
+
 // RFC 8785 §3.2.2.2: the only escapes are \" \\ \b \f \n \r \t and \u00xx (lower-case hex) for the
 // remaining control characters; everything else, U+007F and non-ASCII included, is literal UTF-8.
 void append_quoted_string(std::string& out, std::string_view text) {
@@ -58,7 +74,10 @@ void append_quoted_string(std::string& out, std::string_view text) {
   out.push_back('"');
   const char* unescaped_run = text.data();
   const char* const end = text.data() + text.size();
-  for (const char* p = text.data(); p != end; ++p) {
+  const char* p = text.data();
+  for (; p != end; ++p) {
+    while (end - p >= 8 && !has_byte_to_escape(p)) p += 8;
+    if (p == end) break;
     const auto c = static_cast<unsigned char>(*p);
     if (c >= 0x20 && c != '"' && c != '\\') continue;
     out.append(unescaped_run, p);
@@ -454,7 +473,7 @@ class JcsWriter {
   }
 
   // Members are sorted as pointers in one scratch vector shared by all levels: each object uses
-  // the tail beyond its parent's members, so a whole tree needs at most a few allocations.
+  // the tail beyond its parent's members, so typical trees need no allocation for it at all.
   void write_object(const bj::object& object) {
     out_.push_back('{');
     const std::size_t begin = sorted_members_.size();
@@ -477,7 +496,8 @@ class JcsWriter {
   }
 
   std::string& out_;
-  std::vector<const bj::key_value_pair*> sorted_members_;
+  // Inline room for the members of a typical envelope (its objects and their parents together).
+  boost::container::small_vector<const bj::key_value_pair*, 32> sorted_members_;
 };
 
 }  // namespace
@@ -516,7 +536,7 @@ Result<bj::value> parse_ijson(std::string_view text, const ParseOptions& options
 std::string serialize_jcs(const bj::value& value) {
   std::string out;
   // Enough for a typical control frame or envelope without regrowing.
-  out.reserve(256);
+  out.reserve(1024);
   append_jcs(out, value);
   return out;
 }

@@ -163,6 +163,24 @@ TEST(JcsSerialize, EscapesMinimallyWithLowerCaseHex) {
             "[\"\\u0000\\u0001\\u001f\x7f\\b\\f\\n\\r\\t\\\"\\\\/é€😂</script>\"]");
 }
 
+TEST(JcsSerialize, EscapesAtEveryPositionOfLongStrings) {
+  // The serialiser skips 8 bytes at a time when none needs escaping; put each kind of byte at
+  // every offset of a string longer than several such blocks.
+  const std::pair<char, std::string> specials[] = {
+      {'"', "\\\""}, {'\\', "\\\\"}, {'\n', "\\n"}, {'\x01', "\\u0001"}, {'\x1f', "\\u001f"},
+      {'\x7f', "\x7f"}, {'\x20', " "}, {'\0', "\\u0000"}};
+  for (const auto& [byte, escaped] : specials) {
+    for (std::size_t position = 0; position < 27; ++position) {
+      std::string text(27, 'a');
+      text[position] = byte;
+      std::string expected = "\"" + std::string(position, 'a') + escaped + std::string(26 - position, 'a') + "\"";
+      EXPECT_EQ(serialize_jcs(boost::json::value(text)), expected) << int{byte} << " at " << position;
+    }
+  }
+  const std::string non_ascii = "\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x82\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x82";
+  EXPECT_EQ(serialize_jcs(boost::json::value(non_ascii)), "\"" + non_ascii + "\"");
+}
+
 TEST(JcsSerialize, NoWhitespaceAndLiterals) {
   EXPECT_EQ(serialize_jcs(parse_ok(" { \"b\" : [ true , false , null ] , \"a\" : { } } ")),
             R"({"a":{},"b":[true,false,null]})");
