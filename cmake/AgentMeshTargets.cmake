@@ -11,7 +11,7 @@ add_library(agent_mesh_options INTERFACE)
 target_compile_options(agent_mesh_options INTERFACE ${AGENT_MESH_WARNINGS})
 target_compile_definitions(agent_mesh_options INTERFACE
     BOOST_JSON_NO_LIB BOOST_ASIO_NO_DEPRECATED BOOST_ASIO_SEPARATE_COMPILATION
-    BOOST_BEAST_SEPARATE_COMPILATION BOOST_BEAST_USE_STD_STRING_VIEW)
+    BOOST_BEAST_SEPARATE_COMPILATION)
 
 if(AGENT_MESH_SANITIZE)
   add_compile_options(-fsanitize=${AGENT_MESH_SANITIZE} -fno-omit-frame-pointer
