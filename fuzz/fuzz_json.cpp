@@ -25,8 +25,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (!parsed.ok()) return 0;
 
   const std::string canonical = agent_mesh::json::serialize_jcs(*parsed);
-  // Canonical text can be longer than the input ("1e20" becomes 21 digits), so its own length is
-  // the bound.
+  // Canonical text can be longer than the input ("1e-6" becomes "0.000001"), so its own length
+  // is the bound.
   auto reparsed = agent_mesh::json::parse_ijson(canonical, {.max_bytes = canonical.size()});
   if (!reparsed.ok()) __builtin_trap();
   if (agent_mesh::json::serialize_jcs(*reparsed) != canonical) __builtin_trap();

@@ -8,11 +8,10 @@
 // we only turn Boost's generic "syntax error" for them into a message that names the problem.
 #include "agent_mesh/json.hpp"
 
+#include <algorithm>
 #include <boost/container/small_vector.hpp>
 #include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/value_stack.hpp>
-
-#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -64,7 +63,8 @@ bool has_byte_to_escape(const char* p) noexcept {
   std::memcpy(&word, p, sizeof word);
   const auto has_zero_byte = [](std::uint64_t x) { return (x - kOnes) & ~x & kHighBits; };
   const std::uint64_t below_space = (word - kOnes * 0x20) & ~word & kHighBits;
-  return (below_space | has_zero_byte(word ^ (kOnes * '"')) | has_zero_byte(word ^ (kOnes * '\\'))) != 0;
+  return (below_space | has_zero_byte(word ^ (kOnes * '"')) |
+          has_zero_byte(word ^ (kOnes * '\\'))) != 0;
 }
 
 // RFC 8785 §3.2.2.2: the only escapes are \" \\ \b \f \n \r \t and \u00xx (lower-case hex) for the
@@ -83,13 +83,27 @@ void append_quoted_string(std::string& out, std::string_view text) {
     out.append(unescaped_run, p);
     unescaped_run = p + 1;
     switch (c) {
-      case '"': out.append("\\\""); break;
-      case '\\': out.append("\\\\"); break;
-      case '\b': out.append("\\b"); break;
-      case '\f': out.append("\\f"); break;
-      case '\n': out.append("\\n"); break;
-      case '\r': out.append("\\r"); break;
-      case '\t': out.append("\\t"); break;
+      case '"':
+        out.append("\\\"");
+        break;
+      case '\\':
+        out.append("\\\\");
+        break;
+      case '\b':
+        out.append("\\b");
+        break;
+      case '\f':
+        out.append("\\f");
+        break;
+      case '\n':
+        out.append("\\n");
+        break;
+      case '\r':
+        out.append("\\r");
+        break;
+      case '\t':
+        out.append("\\t");
+        break;
       default: {
         const char escape[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0xF]};
         out.append(escape, sizeof escape);
@@ -215,10 +229,12 @@ class IJsonValueBuilder {
     // as plain digits: "1e20" canonicalises to "100000000000000000000", an integer outside
     // ±(2^53−1) that protocol §1 makes receivers reject. Accepting it would let us sign or forward
     // canonical text that we ourselves refuse, so it is refused here.
-    if (std::fabs(value) > kMaxSafeIntegerAsDouble && std::fabs(value) < kFirstExponentFormMagnitude) {
-      rejection_ = "JSON: number " + quote_for_message(text) + " at byte " +
-                   std::to_string(offset_of(text)) +
-                   " is an integer outside the I-JSON safe range +/-(2^53-1) in canonical (JCS) form";
+    if (std::fabs(value) > kMaxSafeIntegerAsDouble &&
+        std::fabs(value) < kFirstExponentFormMagnitude) {
+      rejection_ =
+          "JSON: number " + quote_for_message(text) + " at byte " +
+          std::to_string(offset_of(text)) +
+          " is an integer outside the I-JSON safe range +/-(2^53-1) in canonical (JCS) form";
       return stop_parser(ec);
     }
     number_prefix_.clear();
@@ -449,14 +465,30 @@ class JcsWriter {
 
   void write(const bj::value& value) {
     switch (value.kind()) {
-      case bj::kind::null: out_.append("null"); break;
-      case bj::kind::bool_: out_.append(value.get_bool() ? "true" : "false"); break;
-      case bj::kind::int64: append_integer(out_, value.get_int64()); break;
-      case bj::kind::uint64: append_integer(out_, value.get_uint64()); break;
-      case bj::kind::double_: append_jcs_number(out_, value.get_double()); break;
-      case bj::kind::string: append_quoted_string(out_, value.get_string()); break;
-      case bj::kind::array: write_array(value.get_array()); break;
-      case bj::kind::object: write_object(value.get_object()); break;
+      case bj::kind::null:
+        out_.append("null");
+        break;
+      case bj::kind::bool_:
+        out_.append(value.get_bool() ? "true" : "false");
+        break;
+      case bj::kind::int64:
+        append_integer(out_, value.get_int64());
+        break;
+      case bj::kind::uint64:
+        append_integer(out_, value.get_uint64());
+        break;
+      case bj::kind::double_:
+        append_jcs_number(out_, value.get_double());
+        break;
+      case bj::kind::string:
+        append_quoted_string(out_, value.get_string());
+        break;
+      case bj::kind::array:
+        write_array(value.get_array());
+        break;
+      case bj::kind::object:
+        write_object(value.get_object());
+        break;
     }
   }
 
@@ -552,8 +584,8 @@ void append_jcs_number(std::string& out, double value) {
   }
   // Shortest digits that round-trip, in the form [-]d[.ddd]e(+|-)xx.
   char scientific[32];
-  const auto result =
-      std::to_chars(scientific, scientific + sizeof scientific, value, std::chars_format::scientific);
+  const auto result = std::to_chars(scientific, scientific + sizeof scientific, value,
+                                    std::chars_format::scientific);
   std::string_view text(scientific, static_cast<std::size_t>(result.ptr - scientific));
   if (text.front() == '-') {
     out.push_back('-');

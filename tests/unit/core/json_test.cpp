@@ -56,7 +56,8 @@ std::string jcs_of_number(double value) {
 // ---- RFC 8785 reference vectors ----
 
 TEST(JcsVectors, EveryInputCanonicalisesToItsOutputByteForByte) {
-  const std::filesystem::path input_dir = std::filesystem::path(AGENT_MESH_VECTORS_DIR) / "jcs/input";
+  const std::filesystem::path input_dir =
+      std::filesystem::path(AGENT_MESH_VECTORS_DIR) / "jcs/input";
   std::vector<std::string> names;
   for (const auto& entry : std::filesystem::directory_iterator(input_dir)) {
     names.push_back(entry.path().filename().string());
@@ -134,8 +135,9 @@ TEST(JcsNumber, NonFiniteIsMisuseAndAborts) {
 
 TEST(JcsNumber, ParsedDoublesAreCorrectlyRounded) {
   // Boost 1.81's own decimal conversion returns each of these one ulp off; parse_ijson must not.
-  for (const char* text : {"333333333.33333329", "1.3927926388013963e-143", "5.409760742964738e+124",
-                           "1.7161392603081718e+277", "-2.128409656321987e-239"}) {
+  for (const char* text :
+       {"333333333.33333329", "1.3927926388013963e-143", "5.409760742964738e+124",
+        "1.7161392603081718e+277", "-2.128409656321987e-239"}) {
     SCOPED_TRACE(text);
     const boost::json::value value = parse_ok(text);
     ASSERT_TRUE(value.is_double());
@@ -167,17 +169,20 @@ TEST(JcsSerialize, EscapesAtEveryPositionOfLongStrings) {
   // The serialiser skips 8 bytes at a time when none needs escaping; put each kind of byte at
   // every offset of a string longer than several such blocks.
   const std::pair<char, std::string> specials[] = {
-      {'"', "\\\""}, {'\\', "\\\\"}, {'\n', "\\n"}, {'\x01', "\\u0001"}, {'\x1f', "\\u001f"},
-      {'\x7f', "\x7f"}, {'\x20', " "}, {'\0', "\\u0000"}};
+      {'"', "\\\""},       {'\\', "\\\\"},   {'\n', "\\n"}, {'\x01', "\\u0001"},
+      {'\x1f', "\\u001f"}, {'\x7f', "\x7f"}, {'\x20', " "}, {'\0', "\\u0000"}};
   for (const auto& [byte, escaped] : specials) {
     for (std::size_t position = 0; position < 27; ++position) {
       std::string text(27, 'a');
       text[position] = byte;
-      std::string expected = "\"" + std::string(position, 'a') + escaped + std::string(26 - position, 'a') + "\"";
-      EXPECT_EQ(serialize_jcs(boost::json::value(text)), expected) << int{byte} << " at " << position;
+      std::string expected =
+          "\"" + std::string(position, 'a') + escaped + std::string(26 - position, 'a') + "\"";
+      EXPECT_EQ(serialize_jcs(boost::json::value(text)), expected)
+          << int{byte} << " at " << position;
     }
   }
-  const std::string non_ascii = "\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x82\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x82";
+  const std::string non_ascii =
+      "\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x82\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x82";
   EXPECT_EQ(serialize_jcs(boost::json::value(non_ascii)), "\"" + non_ascii + "\"");
 }
 
@@ -192,7 +197,8 @@ TEST(JcsSerialize, IntegersPrintAsIntegers) {
   EXPECT_EQ(serialize_jcs(parse_ok("[9007199254740991,-9007199254740991,0,-0]")),
             "[9007199254740991,-9007199254740991,0,0]");
   // Values built in code may hold any 64-bit integer.
-  boost::json::array built{std::int64_t{-9223372036854775807 - 1}, std::uint64_t{18446744073709551615u}};
+  boost::json::array built{std::int64_t{-9223372036854775807 - 1},
+                           std::uint64_t{18446744073709551615u}};
   EXPECT_EQ(serialize_jcs(built), "[-9223372036854775808,18446744073709551615]");
 }
 
@@ -203,7 +209,8 @@ TEST(JcsSerialize, AppendJcsAppends) {
 }
 
 TEST(JcsSerialize, NestedObjectsAreEachSorted) {
-  EXPECT_EQ(serialize_jcs(parse_ok(R"({"z":{"y":1,"x":{"w":[{"b":1,"a":2}],"v":0}},"a":[{"d":1,"c":2}]})")),
+  EXPECT_EQ(serialize_jcs(
+                parse_ok(R"({"z":{"y":1,"x":{"w":[{"b":1,"a":2}],"v":0}},"a":[{"d":1,"c":2}]})")),
             R"({"a":[{"c":2,"d":1}],"z":{"x":{"v":0,"w":[{"a":2,"b":1}]},"y":1}})");
 }
 
@@ -211,7 +218,8 @@ TEST(JcsSerialize, NestedObjectsAreEachSorted) {
 std::u16string to_utf16(char32_t code_point) {
   if (code_point < 0x10000) return std::u16string(1, static_cast<char16_t>(code_point));
   const char32_t offset = code_point - 0x10000;
-  return {static_cast<char16_t>(0xD800 + (offset >> 10)), static_cast<char16_t>(0xDC00 + (offset & 0x3FF))};
+  return {static_cast<char16_t>(0xD800 + (offset >> 10)),
+          static_cast<char16_t>(0xDC00 + (offset & 0x3FF))};
 }
 
 std::string to_utf8(char32_t cp) {
@@ -235,9 +243,9 @@ std::string to_utf8(char32_t cp) {
 }
 
 TEST(JcsSerialize, MembersSortByUtf16CodeUnitsNotUtf8Bytes) {
-  const char32_t boundaries[] = {0x0,    0x1,    0x7F,   0x80,    0x7FF,   0x800,   0x20AC,
-                                 0xD7FF, 0xE000, 0xEFFF, 0xF000,  0xFB33,  0xFFFF,  0x10000,
-                                 0x1F602, 0x10FFFF};
+  const char32_t boundaries[] = {0x0,    0x1,     0x7F,    0x80,    0x7FF,  0x800,
+                                 0x20AC, 0xD7FF,  0xE000,  0xEFFF,  0xF000, 0xFB33,
+                                 0xFFFF, 0x10000, 0x1F602, 0x10FFFF};
   for (char32_t a : boundaries) {
     for (char32_t b : boundaries) {
       if (a == b) continue;
@@ -254,10 +262,11 @@ TEST(JcsSerialize, MembersSortByUtf16CodeUnitsNotUtf8Bytes) {
         append_jcs(text, boost::json::value(key));
         return text + ":" + std::to_string(value);
       };
-      expected += a_first ? member(key_a, 1) + "," + member(key_b, 2) : member(key_b, 2) + "," + member(key_a, 1);
+      expected += a_first ? member(key_a, 1) + "," + member(key_b, 2)
+                          : member(key_b, 2) + "," + member(key_a, 1);
       expected += "}";
-      EXPECT_EQ(serialize_jcs(object), expected) << std::hex << static_cast<unsigned>(a) << " vs "
-                                                  << static_cast<unsigned>(b);
+      EXPECT_EQ(serialize_jcs(object), expected)
+          << std::hex << static_cast<unsigned>(a) << " vs " << static_cast<unsigned>(b);
     }
   }
 }
@@ -354,7 +363,8 @@ TEST(JsonParse, RejectsNestingOverTheDepthBound) {
 TEST(JsonParse, RejectsDuplicateMemberNamingTheKey) {
   const Error error = rejection_of(R"({"id":1,"x":2,"id":3})");
   EXPECT_EQ(error.code, Errc::bad_request);
-  EXPECT_NE(error.message.find(R"(JSON: duplicate member "id")"), std::string::npos) << error.message;
+  EXPECT_NE(error.message.find(R"(JSON: duplicate member "id")"), std::string::npos)
+      << error.message;
 }
 
 TEST(JsonParse, RejectsDuplicateWrittenWithDifferentEscapes) {
@@ -425,9 +435,9 @@ TEST(JsonParse, RejectsIntegerJustBelowTheSafeRange) {
 }
 
 TEST(JsonParse, RejectsIntegersBoostMakesUint64OrDouble) {
-  expect_bad_request("9223372036854775808", "integer \"9223372036854775808\"");      // uint64
-  expect_bad_request("18446744073709551616", "integer \"18446744073709551616\"");    // double
-  expect_bad_request("-9223372036854775809", "integer \"-9223372036854775809\"");    // double
+  expect_bad_request("9223372036854775808", "integer \"9223372036854775808\"");    // uint64
+  expect_bad_request("18446744073709551616", "integer \"18446744073709551616\"");  // double
+  expect_bad_request("-9223372036854775809", "integer \"-9223372036854775809\"");  // double
   expect_bad_request(std::string(5000, '9'), "is outside the I-JSON safe range");
 }
 
@@ -440,10 +450,11 @@ TEST(JsonParse, RejectsNumbersThatOverflowADouble) {
 
 TEST(JsonParse, RejectsDoublesWhoseCanonicalFormIsAnUnsafeInteger) {
   // JCS writes these as plain digits ("100000000000000000000"), which protocol §1 forbids.
-  expect_bad_request("1e20", "number \"1e20\" at byte 0 is an integer outside the I-JSON safe range");
+  expect_bad_request("1e20",
+                     "number \"1e20\" at byte 0 is an integer outside the I-JSON safe range");
   expect_bad_request("[-9007199254740992.0]", "is an integer outside the I-JSON safe range");
   expect_bad_request("73337333733333333.30", "in canonical (JCS) form");
-  expect_bad_request("9.999999999999999e20", "in canonical (JCS) form");  // largest below 1e21
+  expect_bad_request("9.999999999999999e20", "in canonical (JCS) form");   // largest below 1e21
   EXPECT_EQ(serialize_jcs(parse_ok("999999999999999999999.0")), "1e+21");  // rounds to 1e21
 }
 
@@ -467,7 +478,9 @@ TEST(JsonParse, RejectsEmptyInput) {
   expect_bad_request("  \n", "JSON: empty input");
 }
 
-TEST(JsonParse, RejectsTruncatedInput) { expect_bad_request(R"({"a":[1,2)", "unexpected end of input"); }
+TEST(JsonParse, RejectsTruncatedInput) {
+  expect_bad_request(R"({"a":[1,2)", "unexpected end of input");
+}
 
 TEST(JsonParse, RejectsNaNAndInfinityLiterals) {
   expect_bad_request("NaN", "syntax error at byte 0");

@@ -1,0 +1,909 @@
+// The relay's network layer: Boost.Beast WebSocket and HTTP on Asio, C++20 coroutines.
+//
+// Threading (docs/design.md): one io_context run by N threads; every connection lives on its own
+// strand, so its state needs no lock. Routing looks the receiver up in a read-mostly table
+// (shared_mutex, held for a hash lookup only) and posts the frame — an immutable shared buffer — to
+// the receiver's strand. SQLite is touched only by the store thread; envelopes for offline agents
+// go there and the sender hears `queued` after the commit. A sender with store operations in flight
+// sends its later envelopes through the store thread too, which keeps one sender's envelopes to one
+// receiver in order while that receiver comes online (protocol §6 "Delivery").
+#include "relay_server.hpp"
+
+#include <sodium.h>
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/asio/experimental/as_tuple.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/json.hpp>
+#include <chrono>
+#include <deque>
+#include <fstream>
+#include <iostream>
+#include <shared_mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "agent_mesh/encoding.hpp"
+#include "agent_mesh/json.hpp"
+#include "agent_mesh/key_lifecycle.hpp"
+#include "agent_mesh/relay_protocol.hpp"
+#include "agent_mesh/routing_header.hpp"
+#include "agent_mesh/version.hpp"
+#include "offline_store.hpp"
+#include "rate_limiter.hpp"
+#include "relay_metrics.hpp"
+
+namespace agent_mesh::relay {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+using tcp = net::ip::tcp;
+constexpr auto use_tuple = net::experimental::as_tuple(net::use_awaitable);
+
+namespace {
+
+std::int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+std::int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string read_secret_file(const std::string& path) {
+  std::ifstream in(path);
+  std::string token;
+  std::getline(in, token);
+  return token;
+}
+
+// Constant-time comparison of a presented bearer token with the configured one.
+bool token_matches(std::string_view presented, const std::string& expected) {
+  if (expected.empty() || presented.size() != expected.size()) return false;
+  return sodium_memcmp(presented.data(), expected.data(), expected.size()) == 0;
+}
+
+}  // namespace
+
+class Connection;
+
+// ---- shared relay state ----
+
+struct RelayServer::Impl {
+  explicit Impl(RelayConfig cfg) : config(std::move(cfg)), store_guard(net::make_work_guard(store_ioc)) {}
+
+  RelayConfig config;
+  net::io_context ioc;
+  net::io_context store_ioc;  // the store thread: the only place SQLite is touched
+  net::executor_work_guard<net::io_context::executor_type> store_guard;
+  std::thread store_thread;
+  std::optional<tcp::acceptor> acceptor;
+  std::optional<OfflineStore> store;
+  RelayMetrics metrics;
+  std::string relay_id_text;
+  std::string listening;
+  std::string admin_token;
+  std::int64_t started_ms = wall_ms();
+  std::atomic<bool> draining{false};
+
+  // Routing table: agent ID → its one authenticated connection (relay.md "Routing").
+  std::shared_mutex routes_mutex;
+  std::unordered_map<AgentId, std::shared_ptr<Connection>> routes;
+  // Every open WebSocket connection, for drain and /status.
+  std::mutex connections_mutex;
+  std::unordered_set<Connection*> connections;
+
+  // Revoked agents, read on every envelope (in memory; persisted by the store).
+  std::shared_mutex revoked_mutex;
+  std::unordered_set<AgentId> revoked;
+
+  // Per source IP limits (connections and failed authentications), guarded by one mutex: they
+  // are consulted once per connection, not per message.
+  std::mutex ip_mutex;
+  KeyedRateLimiter<std::string> ip_connects;
+  KeyedRateLimiter<std::string> ip_auth_failures;
+
+  bool is_revoked(const AgentId& id) {
+    std::shared_lock lock(revoked_mutex);
+    return revoked.contains(id);
+  }
+  std::shared_ptr<Connection> route(const AgentId& id) {
+    std::shared_lock lock(routes_mutex);
+    auto it = routes.find(id);
+    return it == routes.end() ? nullptr : it->second;
+  }
+  template <class F>
+  void on_store_thread(F&& f) {
+    net::post(store_ioc, std::forward<F>(f));
+  }
+
+  void accept_loop();
+  net::awaitable<void> serve_http(tcp::socket socket);
+  http::response<http::string_body> handle_http(const http::request<http::string_body>& request, const std::string& peer_ip);
+  http::response<http::string_body> post_revocation(const http::request<http::string_body>& request);
+  void apply_revocation(const AgentId& agent);
+  void expire_store_periodically(std::shared_ptr<net::steady_timer> timer);
+};
+
+// ---- one WebSocket connection ----
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  using Stream = websocket::stream<beast::tcp_stream>;
+
+  Connection(RelayServer::Impl& relay, Stream ws, std::string peer_ip, std::chrono::steady_clock::time_point accepted)
+      : relay_(relay),
+        ws_(std::move(ws)),
+        peer_ip_(std::move(peer_ip)),
+        auth_timer_(ws_.get_executor()),
+        heartbeat_timer_(ws_.get_executor()),
+        accepted_(accepted),
+        rate_(relay.config.rate_limit, relay.config.rate_burst) {}
+
+  net::awaitable<void> run(http::request<http::string_body> upgrade);
+
+  // Thread-safe: each posts onto this connection's strand.
+  void deliver_live(std::shared_ptr<const std::string> frame) {
+    net::post(ws_.get_executor(), [self = shared_from_this(), frame = std::move(frame)]() mutable {
+      self->enqueue_live(std::move(frame));
+    });
+  }
+  void close_with(std::uint16_t code, std::string reason) {
+    net::post(ws_.get_executor(), [self = shared_from_this(), code, reason = std::move(reason)]() mutable {
+      self->begin_close(code, std::move(reason));
+    });
+  }
+  void on_store_result(Uuid id, Status result) {
+    net::post(ws_.get_executor(), [self = shared_from_this(), id, result = std::move(result)]() mutable {
+      self->finish_store(id, std::move(result));
+    });
+  }
+
+  // Set once on the store thread when the receiver may get live traffic (see the file comment).
+  std::atomic<bool> live_ready{false};
+  const AgentId& agent() const noexcept { return agent_; }
+  std::int64_t connected_at_ms() const noexcept { return connected_at_ms_; }
+  std::int64_t last_seen_ms() const noexcept { return last_seen_ms_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Outgoing {
+    std::shared_ptr<const std::string> frame;
+    bool stored = false;  // fed from the store: not counted against write_queue_bytes
+    std::optional<Uuid> stored_id;
+  };
+
+  void send_control(std::string frame) {
+    queue_.push_back({std::make_shared<const std::string>(std::move(frame)), true, std::nullopt});
+    pump_writes();
+  }
+  void fail_and_close(Errc code, std::string message);
+  void begin_close(std::uint16_t code, std::string reason);
+  void enqueue_live(std::shared_ptr<const std::string> frame);
+  void pump_writes();
+  void on_authenticated(bool resumed);
+  void request_stored_batch();
+  void finish_store(const Uuid& id, Status result);
+  void handle_frame(std::string text);
+  void handle_control(std::string_view text);
+  void handle_envelope(std::shared_ptr<const std::string> frame);
+  void undeliverable(std::optional<Uuid> id, Errc code, std::optional<std::int64_t> retry_after_ms = std::nullopt);
+  void teardown();
+  net::awaitable<void> heartbeat_loop();
+
+  RelayServer::Impl& relay_;
+  Stream ws_;
+  std::string peer_ip_;
+  net::steady_timer auth_timer_;
+  net::steady_timer heartbeat_timer_;
+  std::chrono::steady_clock::time_point accepted_;
+  TokenBucket rate_;
+
+  enum class Phase { hello, auth, replaying, live, closing } phase_ = Phase::hello;
+  AgentId agent_;
+  std::array<std::uint8_t, 32> nonce_{};
+  std::int64_t connected_at_ms_ = 0;
+  std::atomic<std::int64_t> last_seen_ms_{0};
+  std::chrono::steady_clock::time_point last_read_ = std::chrono::steady_clock::now();
+  std::string resume_hash_;
+
+  std::deque<Outgoing> queue_;
+  std::size_t queued_live_bytes_ = 0;
+  bool writing_ = false;
+  std::optional<std::pair<std::uint16_t, std::string>> close_after_writes_;
+  bool closed_ = false;
+
+  // Replay of stored envelopes (protocol §6 "Delivery"): the first `buffered` frames.
+  std::int64_t replay_cursor_ = 0;
+  std::int64_t replay_last_seq_ = 0;
+  bool replay_requested_ = false;
+  std::deque<std::shared_ptr<const std::string>> held_live_;
+  std::size_t held_live_bytes_ = 0;
+
+  int store_ops_in_flight_ = 0;
+  std::int64_t limited_since_ms_ = -1;
+};
+
+void Connection::fail_and_close(Errc code, std::string message) {
+  send_control(serialize(ControlFrame{ErrorFrame{code, message}}));
+  begin_close(close_code_for(code).value_or(close_code::bad_request), std::string(to_string(code)));
+}
+
+void Connection::begin_close(std::uint16_t code, std::string reason) {
+  if (closed_ || close_after_writes_) return;
+  if (phase_ != Phase::closing) phase_ = Phase::closing;
+  close_after_writes_ = {code, std::move(reason)};
+  pump_writes();
+}
+
+void Connection::enqueue_live(std::shared_ptr<const std::string> frame) {
+  if (closed_ || close_after_writes_) {
+    // Too late for this connection: keep the envelope for the agent's next connection.
+    auto header = scan_routing_header(*frame, relay_.config.max_envelope_bytes);
+    if (header) {
+      relay_.on_store_thread([&relay = relay_, frame, h = *header] {
+        (void)relay.store->store(h.to, h.from, h.id, wall_ms(), wall_ms(), *frame);
+      });
+    }
+    return;
+  }
+  if (phase_ == Phase::replaying) {
+    held_live_bytes_ += frame->size();
+    held_live_.push_back(std::move(frame));
+    if (held_live_bytes_ > relay_.config.write_queue_bytes) {
+      relay_.metrics.write_queue_drops.fetch_add(1, std::memory_order_relaxed);
+      begin_close(close_code::slow_consumer, "slow_consumer");
+    }
+    return;
+  }
+  queued_live_bytes_ += frame->size();
+  queue_.push_back({std::move(frame), false, std::nullopt});
+  if (queued_live_bytes_ > relay_.config.write_queue_bytes) {
+    // relay.md: a slow reader never stalls anyone else; past the bound it is cut with 4010 and
+    // what it could not be sent is stored (teardown does that).
+    relay_.metrics.write_queue_drops.fetch_add(1, std::memory_order_relaxed);
+    begin_close(close_code::slow_consumer, "slow_consumer");
+    return;
+  }
+  relay_.metrics.envelopes_routed.fetch_add(1, std::memory_order_relaxed);
+  pump_writes();
+}
+
+void Connection::pump_writes() {
+  if (writing_ || closed_) return;
+  if (queue_.empty()) {
+    if (close_after_writes_) {
+      writing_ = true;
+      auto [code, reason] = *close_after_writes_;
+      ws_.async_close(websocket::close_reason(code, reason), [self = shared_from_this()](beast::error_code) {
+        self->writing_ = false;
+        self->closed_ = true;
+        beast::error_code ignored;
+        beast::get_lowest_layer(self->ws_).socket().close(ignored);
+      });
+      return;
+    }
+    if (phase_ == Phase::replaying && !replay_requested_) request_stored_batch();
+    return;
+  }
+  writing_ = true;
+  auto frame = queue_.front().frame;
+  ws_.text(true);
+  ws_.async_write(net::buffer(*frame), [self = shared_from_this(), frame](beast::error_code ec, std::size_t n) {
+    self->writing_ = false;
+    if (ec) {
+      self->closed_ = true;
+      return;
+    }
+    self->relay_.metrics.bytes_out.fetch_add(n, std::memory_order_relaxed);
+    if (!self->queue_.front().stored) self->queued_live_bytes_ -= self->queue_.front().frame->size();
+    self->queue_.pop_front();
+    self->pump_writes();
+  });
+}
+
+void Connection::undeliverable(std::optional<Uuid> id, Errc code, std::optional<std::int64_t> retry_after_ms) {
+  relay_.metrics.count_refused(code);
+  send_control(serialize(ControlFrame{Undeliverable{id, code, retry_after_ms}}));
+}
+
+net::awaitable<void> Connection::run(http::request<http::string_body> upgrade) {
+  auto self = shared_from_this();
+  relay_.metrics.connections.fetch_add(1, std::memory_order_relaxed);
+  relay_.metrics.connections_total.fetch_add(1, std::memory_order_relaxed);
+  {
+    std::lock_guard lock(relay_.connections_mutex);
+    relay_.connections.insert(this);
+  }
+  // Before authentication every frame is a control frame of at most 64 KiB (protocol §3).
+  ws_.read_message_max(limits::max_control_frame_bytes);
+  ws_.set_option(websocket::stream_base::decorator([](websocket::response_type& response) {
+    response.set(http::field::server, std::string("agent-mesh-relay/") + std::string(kVersion));
+  }));
+  beast::get_lowest_layer(ws_).expires_never();
+  auth_timer_.expires_at(accepted_ + std::chrono::milliseconds(relay_.config.auth_timeout_ms));
+  auth_timer_.async_wait([weak = weak_from_this()](beast::error_code ec) {
+    auto self = weak.lock();
+    if (ec || !self) return;
+    if (self->phase_ == Phase::hello || self->phase_ == Phase::auth) {
+      self->relay_.metrics.count_auth(AuthResult::timeout);
+      self->fail_and_close(Errc::auth_timeout, "no successful authentication within the auth timeout");
+    }
+  });
+  auto [accept_ec] = co_await ws_.async_accept(upgrade, use_tuple);
+  if (!accept_ec) {
+    net::co_spawn(ws_.get_executor(), heartbeat_loop(), net::detached);
+    beast::flat_buffer buffer;
+    for (;;) {
+      auto [ec, n] = co_await ws_.async_read(buffer, use_tuple);
+      if (ec) {
+        if (ec == websocket::error::message_too_big) {
+          // Beast has already answered 1009 (protocol §3).
+        }
+        break;
+      }
+      last_read_ = std::chrono::steady_clock::now();
+      last_seen_ms_.store(wall_ms(), std::memory_order_relaxed);
+      relay_.metrics.bytes_in.fetch_add(n, std::memory_order_relaxed);
+      if (!ws_.got_text()) {
+        fail_and_close(Errc::bad_request, "frames are JSON text");
+      } else if (phase_ != Phase::closing) {
+        handle_frame(beast::buffers_to_string(buffer.data()));
+      }
+      buffer.consume(buffer.size());
+    }
+  }
+  teardown();
+}
+
+net::awaitable<void> Connection::heartbeat_loop() {
+  // protocol §6: a WebSocket ping every heartbeat_ms; a connection silent for three intervals is
+  // presumed dead and closed at the TCP level.
+  auto self = shared_from_this();
+  const auto interval = std::chrono::milliseconds(relay_.config.heartbeat_ms);
+  while (!closed_) {
+    heartbeat_timer_.expires_after(interval);
+    auto [ec] = co_await heartbeat_timer_.async_wait(use_tuple);
+    if (ec || closed_) co_return;
+    if (std::chrono::steady_clock::now() - last_read_ >= 3 * interval) {
+      closed_ = true;
+      beast::error_code ignored;
+      beast::get_lowest_layer(ws_).socket().shutdown(tcp::socket::shutdown_both, ignored);
+      beast::get_lowest_layer(ws_).socket().close(ignored);
+      co_return;
+    }
+    if (!close_after_writes_) ws_.async_ping({}, [](beast::error_code) {});
+  }
+}
+
+void Connection::handle_frame(std::string text) {
+  if (phase_ == Phase::hello) {
+    auto hello = parse_hello(text);
+    if (!hello) {
+      relay_.metrics.count_auth(hello.error().code == Errc::unsupported_version ? AuthResult::unsupported_version
+                                                                               : AuthResult::bad_hello);
+      fail_and_close(hello.error().code, hello.error().message);
+      return;
+    }
+    agent_ = hello->agent_id;
+    if (relay_.is_revoked(agent_)) {
+      relay_.metrics.count_auth(AuthResult::revoked);
+      fail_and_close(Errc::revoked, "this agent ID is revoked");
+      return;
+    }
+    auto issue_challenge = [this] {
+      randombytes_buf(nonce_.data(), nonce_.size());
+      phase_ = Phase::auth;
+      send_control(serialize(ControlFrame{Challenge{nonce_, relay_.relay_id_text}}));
+    };
+    if (!hello->resume) {
+      issue_challenge();
+      return;
+    }
+    // Resume tokens are single use, consumed whenever presented (protocol §6).
+    std::string hash = hash_resume_token(*hello->resume);
+    relay_.on_store_thread([self = shared_from_this(), hash, issue_challenge]() mutable {
+      const auto owner = self->relay_.store->consume_resume_token(hash, wall_ms());
+      net::post(self->ws_.get_executor(), [self, owner, issue_challenge]() mutable {
+        if (self->phase_ != Phase::hello) return;
+        if (owner && *owner == self->agent_) {
+          self->relay_.metrics.count_auth(AuthResult::resumed);
+          self->on_authenticated(true);
+        } else {
+          issue_challenge();  // unknown, used, expired or foreign: a normal challenge
+        }
+      });
+    });
+    phase_ = Phase::auth;  // no second hello while the token is checked
+    return;
+  }
+  if (phase_ == Phase::auth) {
+    auto frame = parse_client_frame(text, limits::max_control_frame_bytes);
+    if (!frame || !std::holds_alternative<Auth>(*frame)) {
+      relay_.metrics.count_auth(AuthResult::bad_hello);
+      fail_and_close(Errc::bad_request, frame ? "expected an auth frame" : frame.error().message);
+      return;
+    }
+    const auto& auth = std::get<Auth>(*frame);
+    const Bytes message = auth_signing_message(nonce_, relay_.relay_id_text);
+    if (!verify_signature(agent_, Purpose::auth, message, auth.signature)) {
+      relay_.metrics.count_auth(AuthResult::bad_signature);
+      bool over_limit = false;
+      {
+        std::lock_guard lock(relay_.ip_mutex);
+        over_limit = !relay_.ip_auth_failures.try_take(peer_ip_, wall_ms());
+      }
+      (void)over_limit;  // failures are counted; the connect limiter refuses the next attempts
+      fail_and_close(Errc::auth_failed, "the signature does not verify for this agent ID and relay");
+      return;
+    }
+    relay_.metrics.count_auth(AuthResult::ok);
+    on_authenticated(false);
+    return;
+  }
+  // Authenticated: envelopes and control frames.
+  auto kind = classify_frame(text);
+  if (!kind) {
+    fail_and_close(Errc::bad_request, kind.error().message);
+    return;
+  }
+  if (*kind == FrameKind::envelope) {
+    handle_envelope(std::make_shared<const std::string>(std::move(text)));
+  } else {
+    handle_control(text);
+  }
+}
+
+void Connection::on_authenticated(bool resumed) {
+  (void)resumed;
+  auth_timer_.cancel();
+  phase_ = Phase::replaying;
+  connected_at_ms_ = wall_ms();
+  last_seen_ms_.store(connected_at_ms_, std::memory_order_relaxed);
+  ws_.read_message_max(relay_.config.max_envelope_bytes);
+  // One connection per agent: a newer one replaces the older (4009), whose teardown never
+  // removes the new one (relay.md "Routing").
+  std::shared_ptr<Connection> previous;
+  {
+    std::unique_lock lock(relay_.routes_mutex);
+    auto& slot = relay_.routes[agent_];
+    previous = std::exchange(slot, shared_from_this());
+  }
+  if (previous) previous->close_with(close_code::replaced, "replaced by a newer connection");
+  else relay_.metrics.agents_online.fetch_add(1, std::memory_order_relaxed);
+
+  std::array<std::uint8_t, 32> token{};
+  randombytes_buf(token.data(), token.size());
+  const std::string token_text = base64url_encode(token);
+  resume_hash_ = hash_resume_token(token_text);
+  relay_.on_store_thread([self = shared_from_this(), token_text]() {
+    auto& store = *self->relay_.store;
+    (void)store.put_resume_token(self->resume_hash_, self->agent_, INT64_MAX);
+    const auto snapshot = store.snapshot(self->agent_);
+    // From here on, envelopes for this agent are handed to the connection (held until the
+    // replay ends); everything stored before is part of the replay.
+    self->live_ready.store(true);
+    net::post(self->ws_.get_executor(), [self, token_text, snapshot] {
+      self->replay_last_seq_ = snapshot.last_seq;
+      self->send_control(serialize(ControlFrame{Welcome{kProtocolVersion, token_text, self->relay_.config.heartbeat_ms,
+                                                        static_cast<std::int64_t>(snapshot.count)}}));
+      if (snapshot.count == 0) {
+        self->replay_cursor_ = snapshot.last_seq;
+      }
+      self->request_stored_batch();
+    });
+  });
+}
+
+void Connection::request_stored_batch() {
+  if (phase_ != Phase::replaying || replay_requested_) return;
+  if (replay_cursor_ >= replay_last_seq_) {
+    // Replay done: release the live frames held meanwhile, in their order.
+    phase_ = Phase::live;
+    auto held = std::exchange(held_live_, {});
+    held_live_bytes_ = 0;
+    for (auto& frame : held) enqueue_live(std::move(frame));
+    return;
+  }
+  replay_requested_ = true;
+  relay_.on_store_thread([self = shared_from_this(), after = replay_cursor_, upto = replay_last_seq_] {
+    auto batch = self->relay_.store->load(self->agent_, 64, after, upto);
+    net::post(self->ws_.get_executor(), [self, batch = std::move(batch)]() mutable {
+      self->replay_requested_ = false;
+      if (batch.empty()) {
+        self->replay_cursor_ = self->replay_last_seq_;
+      }
+      for (auto& stored : batch) {
+        self->replay_cursor_ = stored.seq;
+        self->queue_.push_back({std::make_shared<const std::string>(std::move(stored.frame)), true, stored.id});
+      }
+      self->pump_writes();
+    });
+  });
+}
+
+void Connection::handle_control(std::string_view text) {
+  auto frame = parse_client_frame(text, limits::max_control_frame_bytes);
+  if (!frame) {
+    fail_and_close(Errc::bad_request, frame.error().message);
+    return;
+  }
+  if (std::holds_alternative<Ping>(*frame)) {
+    send_control(serialize(ControlFrame{Pong{}}));
+  } else if (const auto* ack = std::get_if<Ack>(&*frame)) {
+    relay_.on_store_thread([self = shared_from_this(), ids = ack->ids] {
+      (void)self->relay_.store->ack(self->agent_, ids);
+    });
+  } else {
+    fail_and_close(Errc::bad_request, "unexpected control frame after authentication");
+  }
+}
+
+void Connection::handle_envelope(std::shared_ptr<const std::string> frame) {
+  const std::int64_t started = steady_ns();
+  auto header = scan_routing_header(*frame, relay_.config.max_envelope_bytes);
+  if (!header) {
+    undeliverable(std::nullopt, Errc::bad_envelope);
+    return;
+  }
+  if (header->from != agent_) {
+    undeliverable(header->id, Errc::bad_envelope);
+    return;
+  }
+  const std::int64_t now = wall_ms();
+  if (!rate_.try_take(now)) {
+    // Sustained abuse (relay.md): limited continuously for 10 s closes the connection (4008).
+    if (limited_since_ms_ < 0) limited_since_ms_ = now;
+    if (now - limited_since_ms_ >= 10000) {
+      fail_and_close(Errc::rate_limited, "sustained rate limit abuse");
+      return;
+    }
+    undeliverable(header->id, Errc::rate_limited, rate_.retry_after_ms(now));
+    return;
+  }
+  limited_since_ms_ = -1;
+  if (relay_.is_revoked(header->to) || relay_.is_revoked(header->from)) {
+    undeliverable(header->id, Errc::revoked);
+    return;
+  }
+  auto target = relay_.route(header->to);
+  if (target && target->live_ready.load() && store_ops_in_flight_ == 0) {
+    target->deliver_live(std::move(frame));
+    relay_.metrics.observe_latency_ns(static_cast<std::uint64_t>(steady_ns() - started));
+    return;
+  }
+  ++store_ops_in_flight_;
+  relay_.on_store_thread([self = shared_from_this(), frame = std::move(frame), h = *header, now, started] {
+    auto receiver = self->relay_.route(h.to);
+    if (receiver && receiver->live_ready.load()) {
+      receiver->deliver_live(frame);
+      self->on_store_result(h.id, fail(Errc::internal, "live"));
+      return;
+    }
+    auto stored = self->relay_.store->store(h.to, h.from, h.id, h.timestamp.value_or(now), now, *frame);
+    self->relay_.metrics.observe_latency_ns(static_cast<std::uint64_t>(steady_ns() - started));
+    self->on_store_result(h.id, std::move(stored));
+  });
+}
+
+void Connection::finish_store(const Uuid& id, Status result) {
+  --store_ops_in_flight_;
+  if (result.ok()) {
+    relay_.metrics.envelopes_stored.fetch_add(1, std::memory_order_relaxed);
+    send_control(serialize(ControlFrame{Queued{id}}));
+  } else if (result.error().message == "live") {
+    // Delivered live after all: a live delivery gets no frame.
+  } else {
+    undeliverable(id, result.error().code == Errc::buffer_full ? Errc::buffer_full : Errc::unreachable);
+  }
+}
+
+void Connection::teardown() {
+  closed_ = true;
+  auth_timer_.cancel();
+  heartbeat_timer_.cancel();
+  bool was_routed = false;
+  if (!agent_.empty()) {
+    std::unique_lock lock(relay_.routes_mutex);
+    auto it = relay_.routes.find(agent_);
+    if (it != relay_.routes.end() && it->second.get() == this) {
+      relay_.routes.erase(it);
+      was_routed = true;
+    }
+  }
+  if (was_routed) relay_.metrics.agents_online.fetch_sub(1, std::memory_order_relaxed);
+  // Live frames this connection could not send are kept for the agent's next connection.
+  std::vector<std::shared_ptr<const std::string>> unsent;
+  for (auto& out : queue_) {
+    if (!out.stored && out.frame->find("\"msg_type\"") != std::string::npos) unsent.push_back(out.frame);
+  }
+  for (auto& frame : held_live_) unsent.push_back(frame);
+  queue_.clear();
+  held_live_.clear();
+  if (!agent_.empty() && (phase_ == Phase::live || phase_ == Phase::replaying || phase_ == Phase::closing)) {
+    relay_.on_store_thread([&relay = relay_, unsent = std::move(unsent), hash = resume_hash_,
+                            ttl = relay_.config.resume_ttl_s] {
+      for (const auto& frame : unsent) {
+        auto header = scan_routing_header(*frame, relay.config.max_envelope_bytes);
+        if (header) (void)relay.store->store(header->to, header->from, header->id, wall_ms(), wall_ms(), *frame);
+      }
+      // The resume token stays valid until 5 min after this connection closes (protocol §6).
+      if (!hash.empty()) (void)relay.store->set_resume_token_expiry(hash, wall_ms() + ttl * 1000);
+    });
+  }
+  {
+    std::lock_guard lock(relay_.connections_mutex);
+    relay_.connections.erase(this);
+  }
+  relay_.metrics.connections.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// ---- HTTP ----
+
+http::response<http::string_body> json_response(http::status status, std::string body, unsigned version) {
+  http::response<http::string_body> response{status, version};
+  response.set(http::field::server, std::string("agent-mesh-relay/") + std::string(kVersion));
+  response.set(http::field::content_type, "application/json");
+  response.body() = std::move(body);
+  response.prepare_payload();
+  return response;
+}
+
+http::response<http::string_body> error_response(http::status status, Errc code, std::string message, unsigned version) {
+  return json_response(status, Error{code, std::move(message)}.to_http_json(), version);
+}
+
+http::response<http::string_body> RelayServer::Impl::handle_http(const http::request<http::string_body>& request,
+                                                                  const std::string& /*peer_ip*/) {
+  const std::string_view target = request.target();
+  const std::string_view path = target.substr(0, target.find('?'));
+  if (path == "/health") {
+    if (draining.load()) return json_response(http::status::service_unavailable, R"({"status":"draining"})", request.version());
+    return json_response(http::status::ok, R"({"status":"ok"})", request.version());
+  }
+  if (path == "/metrics" && request.method() == http::verb::get) {
+    auto response = json_response(http::status::ok, metrics.render(), request.version());
+    response.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+    return response;
+  }
+  if (path == "/status" && request.method() == http::verb::get) {
+    boost::json::object status;
+    status["version"] = kVersion;
+    status["uptime_s"] = (wall_ms() - started_ms) / 1000;
+    status["connections"] = metrics.connections.load();
+    status["agents_online"] = metrics.agents_online.load();
+    status["stored_messages"] = metrics.store_depth.load();
+    status["store_bytes"] = metrics.store_bytes.load();
+    const bool wants_agents = target.find("agents=1") != std::string_view::npos;
+    if (wants_agents) {
+      const auto auth = request[http::field::authorization];
+      const std::string_view prefix = "Bearer ";
+      if (!auth.starts_with(prefix) || !token_matches(auth.substr(prefix.size()), admin_token)) {
+        return error_response(http::status::unauthorized, Errc::unauthorized, "agents=1 needs the admin token", request.version());
+      }
+      boost::json::array agents;
+      std::shared_lock lock(routes_mutex);
+      for (const auto& [id, connection] : routes) {
+        agents.push_back(boost::json::object{{"agent_id", id.str()},
+                                             {"connected_at", connection->connected_at_ms()},
+                                             {"last_seen", connection->last_seen_ms()}});
+      }
+      status["agents"] = std::move(agents);
+    }
+    return json_response(http::status::ok, json::serialize_jcs(status), request.version());
+  }
+  if (path == "/revocations" && request.method() == http::verb::post) return post_revocation(request);
+  return error_response(http::status::not_found, Errc::not_found, "no such endpoint", request.version());
+}
+
+http::response<http::string_body> RelayServer::Impl::post_revocation(const http::request<http::string_body>& request) {
+  const auto auth = request[http::field::authorization];
+  const std::string_view prefix = "Bearer ";
+  const bool is_admin = auth.starts_with(prefix) && token_matches(auth.substr(prefix.size()), admin_token);
+  if (!auth.empty() && !is_admin) {
+    return error_response(http::status::unauthorized, Errc::unauthorized, "invalid admin token", request.version());
+  }
+  // Self-signed revocations need no credential (protocol §7); admin ones need the admin token.
+  auto revocation = Revocation::parse(request.body(), /*require_signature=*/!is_admin);
+  if (!revocation) {
+    return error_response(http::status::bad_request, Errc::bad_request, revocation.error().message, request.version());
+  }
+  if (revocation->signature) {
+    if (auto verified = revocation->verify(); !verified) {
+      return error_response(http::status::bad_request, Errc::bad_request, verified.error().message, request.version());
+    }
+  }
+  std::promise<Status> persisted;
+  auto done = persisted.get_future();
+  on_store_thread([this, &persisted, r = *revocation, body = request.body()] {
+    auto added = store->add_revocation(r.agent_id, r.reason, r.timestamp, body);
+    if (added) store->drop_agent(r.agent_id);
+    persisted.set_value(std::move(added));
+  });
+  Status result = done.get();
+  if (!result) return error_response(http::status::internal_server_error, Errc::internal, result.error().message, request.version());
+  apply_revocation(revocation->agent_id);
+  return json_response(http::status::ok, R"({"revoked":true})", request.version());
+}
+
+void RelayServer::Impl::apply_revocation(const AgentId& agent) {
+  {
+    std::unique_lock lock(revoked_mutex);
+    revoked.insert(agent);
+  }
+  if (auto connection = route(agent)) connection->close_with(close_code::revoked, "revoked");
+}
+
+net::awaitable<void> RelayServer::Impl::serve_http(tcp::socket socket) {
+  const auto accepted = std::chrono::steady_clock::now();
+  beast::error_code ignored;
+  const std::string peer_ip = socket.remote_endpoint(ignored).address().to_string();
+  beast::tcp_stream stream(std::move(socket));
+  beast::flat_buffer buffer;
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    parser.body_limit(64 * 1024);  // HTTP bodies here are revocations: small
+    stream.expires_after(std::chrono::milliseconds(config.auth_timeout_ms));
+    auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple);
+    if (ec) co_return;
+    auto request = parser.release();
+    if (websocket::is_upgrade(request)) {
+      const std::string_view target = request.target();
+      if (target != "/relay/ws" || draining.load()) {
+        auto response = error_response(draining.load() ? http::status::service_unavailable : http::status::not_found,
+                                       draining.load() ? Errc::unreachable : Errc::not_found,
+                                       draining.load() ? "relay is draining" : "WebSocket endpoint is /relay/ws",
+                                       request.version());
+        co_await http::async_write(stream, response, use_tuple);
+        co_return;
+      }
+      stream.expires_never();
+      auto connection = std::make_shared<Connection>(*this, Connection::Stream(std::move(stream)), peer_ip, accepted);
+      co_await connection->run(std::move(request));
+      co_return;
+    }
+    auto response = handle_http(request, peer_ip);
+    response.keep_alive(request.keep_alive());
+    auto [write_ec, written] = co_await http::async_write(stream, response, use_tuple);
+    if (write_ec || !response.keep_alive()) co_return;
+  }
+}
+
+void RelayServer::Impl::accept_loop() {
+  acceptor->async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+    if (ec) {
+      if (ec == net::error::operation_aborted || draining.load()) return;
+      accept_loop();
+      return;
+    }
+    beast::error_code endpoint_ec;
+    const std::string ip = socket.remote_endpoint(endpoint_ec).address().to_string();
+    bool allowed = true;
+    {
+      std::lock_guard lock(ip_mutex);
+      allowed = ip_connects.try_take(ip, wall_ms());
+    }
+    if (allowed) {
+      auto executor = socket.get_executor();
+      net::co_spawn(executor, serve_http(std::move(socket)), net::detached);
+    } else {
+      metrics.count_auth(AuthResult::rate_limited);
+      socket.close(endpoint_ec);
+    }
+    accept_loop();
+  });
+}
+
+void RelayServer::Impl::expire_store_periodically(std::shared_ptr<net::steady_timer> timer) {
+  timer->expires_after(std::chrono::seconds(1));
+  timer->async_wait([this, timer](beast::error_code ec) {
+    if (ec) return;
+    on_store_thread([this] {
+      const std::int64_t now = wall_ms();
+      auto expired = store->expire(now);
+      metrics.store_depth.store(static_cast<std::int64_t>(store->stored_messages()));
+      metrics.store_bytes.store(static_cast<std::int64_t>(store->store_bytes()));
+      for (const auto& [from, id] : expired) {
+        metrics.count_refused(Errc::expired);
+        if (auto sender = route(from)) {
+          sender->deliver_live(std::make_shared<const std::string>(serialize(ControlFrame{Undeliverable{id, Errc::expired, std::nullopt}})));
+        }
+      }
+    });
+    expire_store_periodically(timer);
+  });
+}
+
+// ---- RelayServer ----
+
+RelayServer::RelayServer(RelayConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+
+RelayServer::~RelayServer() {
+  impl_->store_guard.reset();
+  impl_->store_ioc.stop();
+  if (impl_->store_thread.joinable()) impl_->store_thread.join();
+}
+
+Status RelayServer::start() {
+  Impl& s = *impl_;
+  auto endpoint = parse_listen_address(s.config.listen);
+  if (!endpoint) return std::move(endpoint).error();
+  auto store = OfflineStore::open(s.config.data_dir + "/relay.db", store_limits_from(s.config));
+  if (!store) return std::move(store).error();
+  s.store.emplace(std::move(store).value());
+  for (const auto& agent : s.store->load_revoked_agents()) s.revoked.insert(agent);
+  if (!s.config.admin_token_file.empty()) s.admin_token = read_secret_file(s.config.admin_token_file);
+  s.ip_connects = KeyedRateLimiter<std::string>(s.config.ip_connect_rate, s.config.ip_connect_rate, 100000);
+  s.ip_auth_failures = KeyedRateLimiter<std::string>(s.config.ip_auth_failures / 60.0, s.config.ip_auth_failures, 100000);
+
+  beast::error_code ec;
+  const auto address = net::ip::make_address(endpoint->host, ec);
+  if (ec) return fail(Errc::bad_request, "listen: invalid address \"" + endpoint->host + "\"");
+  tcp::endpoint bind_to(address, endpoint->port);
+  s.acceptor.emplace(s.ioc);
+  s.acceptor->open(bind_to.protocol(), ec);
+  if (!ec) s.acceptor->set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) s.acceptor->bind(bind_to, ec);
+  if (!ec) s.acceptor->listen(net::socket_base::max_listen_connections, ec);
+  if (ec) return fail(Errc::internal, "listen on " + s.config.listen + ": " + ec.message());
+  const auto bound = s.acceptor->local_endpoint();
+  const std::string host = bound.address().is_v6() ? "[" + bound.address().to_string() + "]" : bound.address().to_string();
+  s.listening = "http://" + host + ":" + std::to_string(bound.port());
+  s.relay_id_text = s.config.public_url.empty() ? "ws://" + host + ":" + std::to_string(bound.port()) + "/relay/ws"
+                                                : s.config.public_url;
+  s.store_thread = std::thread([&s] { s.store_ioc.run(); });
+  s.accept_loop();
+  s.expire_store_periodically(std::make_shared<net::steady_timer>(s.ioc));
+  return {};
+}
+
+std::string RelayServer::listening_url() const { return impl_->listening; }
+std::string RelayServer::relay_id() const { return impl_->relay_id_text; }
+
+void RelayServer::run(unsigned threads) {
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < threads; ++i) pool.emplace_back([this] { impl_->ioc.run(); });
+  impl_->ioc.run();
+  for (auto& t : pool) t.join();
+}
+
+void RelayServer::drain() {
+  Impl& s = *impl_;
+  if (s.draining.exchange(true)) return;
+  net::post(s.ioc, [&s] {
+    beast::error_code ignored;
+    s.acceptor->close(ignored);
+    {
+      std::lock_guard lock(s.connections_mutex);
+      for (Connection* connection : s.connections) connection->close_with(close_code::draining, "draining");
+    }
+    // Exit once every connection is gone, or at drain_timeout_s whatever remains.
+    auto deadline = std::make_shared<std::chrono::steady_clock::time_point>(
+        std::chrono::steady_clock::now() + std::chrono::seconds(s.config.drain_timeout_s));
+    auto timer = std::make_shared<net::steady_timer>(s.ioc);
+    auto check = std::make_shared<std::function<void()>>();
+    *check = [&s, deadline, timer, check] {
+      const bool empty = s.metrics.connections.load() == 0;
+      if (empty || std::chrono::steady_clock::now() >= *deadline) {
+        // Let the store thread finish what teardown queued, then stop.
+        std::promise<void> flushed;
+        auto done = flushed.get_future();
+        s.on_store_thread([&flushed] { flushed.set_value(); });
+        done.wait();
+        s.ioc.stop();
+        return;
+      }
+      timer->expires_after(std::chrono::milliseconds(20));
+      timer->async_wait([check](beast::error_code) { (*check)(); });
+    };
+    (*check)();
+  });
+}
+
+}  // namespace agent_mesh::relay
