@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -69,7 +70,18 @@ class WipeOnExit {
 // not of small order — exactly what crypto_core_ed25519_is_valid_point checks.
 bool is_valid_agent_key(const PublicKey& key) noexcept {
   detail::ensure_sodium();
-  return crypto_core_ed25519_is_valid_point(key.data()) == 1;
+  // The subgroup check costs a scalar multiplication (~40 µs here), and every envelope carries two
+  // agent IDs that are almost always the same few keys. A small per-thread cache of keys already
+  // found valid (exact 32-byte match; only positive verdicts) makes repeats free without any lock.
+  constexpr std::size_t kSlots = 256;
+  thread_local std::array<PublicKey, kSlots> known_valid{};
+  thread_local std::array<bool, kSlots> occupied{};
+  const std::size_t slot = (static_cast<std::size_t>(key[0]) ^ (static_cast<std::size_t>(key[31]) << 1) ^ key[17]) % kSlots;
+  if (occupied[slot] && sodium_memcmp(known_valid[slot].data(), key.data(), key.size()) == 0) return true;
+  if (crypto_core_ed25519_is_valid_point(key.data()) != 1) return false;
+  known_valid[slot] = key;
+  occupied[slot] = true;
+  return true;
 }
 
 Error invalid_point_error() {

@@ -91,14 +91,14 @@ struct IpNetwork {
 enum class LogFormat : std::uint8_t { text, json };
 
 struct RelayConfig {
-  ListenAddress listen;  // `listen`
+  ListenAddress listen{};  // `listen`
   // `public_url`: the relay_id clients verify (protocol §6). Empty: derived by relay_id().
-  std::string public_url;
-  std::filesystem::path tls_cert;  // both or neither
-  std::filesystem::path tls_key;
+  std::string public_url{};
+  std::filesystem::path tls_cert{};  // both or neither
+  std::filesystem::path tls_key{};
   // Where the offline store lives. Default: $MESH_HOME/relay, MESH_HOME defaulting to ~/.mesh.
-  std::filesystem::path data_dir;
-  std::filesystem::path admin_token_file;  // empty: admin endpoints refuse everything
+  std::filesystem::path data_dir{};
+  std::filesystem::path admin_token_file{};  // empty: admin endpoints refuse everything
   std::int64_t threads = defaults::threads;
   std::int64_t max_envelope_bytes = defaults::max_envelope_bytes;
   std::int64_t heartbeat_ms = defaults::heartbeat_ms;
@@ -114,13 +114,13 @@ struct RelayConfig {
   std::int64_t buffer_ttl_s = defaults::buffer_ttl_s;
   std::int64_t store_max_bytes = defaults::store_max_bytes;
   std::int64_t drain_timeout_s = defaults::drain_timeout_s;
-  std::vector<IpNetwork> trusted_proxies;
+  std::vector<IpNetwork> trusted_proxies{};
   std::string log_level{defaults::log_level};  // trace|debug|info|warn|error|critical|off (spdlog)
   LogFormat log_format = LogFormat::text;
-  std::string registry_url;                  // http(s)://; with it, the registration gate is on
-  std::filesystem::path registry_token_file;  // required with registry_url
-  std::string cluster_nats_url;               // `cluster.nats_url`, nats:// or tls:// (scale-out.md)
-  std::filesystem::path config_file;          // the --config file read, empty if none
+  std::string registry_url{};                  // http(s)://; with it, the registration gate is on
+  std::filesystem::path registry_token_file{};  // required with registry_url
+  std::string cluster_nats_url{};               // `cluster.nats_url`, nats:// or tls:// (scale-out.md)
+  std::filesystem::path config_file{};          // the --config file read, empty if none
 
   [[nodiscard]] bool tls_enabled() const noexcept { return !tls_cert.empty(); }
   // The relay_id (protocol §6): public_url, or else ws(s)://<listen host>:<bound port>/relay/ws

@@ -31,8 +31,9 @@ class RelayServer {
   // 1001, queued frames stored, exit within drain_timeout_s. Thread-safe.
   void drain();
 
+  struct Impl;  // public so the connection classes in relay_server.cpp can name it
+
  private:
-  struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -13,14 +13,15 @@
 
 #include <atomic>
 #include <boost/asio.hpp>
-#include <boost/asio/experimental/as_tuple.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/json.hpp>
 #include <chrono>
 #include <deque>
+#include <filesystem>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <shared_mutex>
 #include <thread>
@@ -44,7 +45,7 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace websocket = beast::websocket;
 using tcp = net::ip::tcp;
-constexpr auto use_tuple = net::experimental::as_tuple(net::use_awaitable);
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
 namespace {
 
@@ -107,8 +108,10 @@ struct RelayServer::Impl {
   // Per source IP limits (connections and failed authentications), guarded by one mutex: they
   // are consulted once per connection, not per message.
   std::mutex ip_mutex;
-  KeyedRateLimiter<std::string> ip_connects;
-  KeyedRateLimiter<std::string> ip_auth_failures;
+  std::mutex agent_rate_mutex;
+  std::optional<RateLimiter<AgentId>> agent_rates;
+  std::optional<RateLimiter<std::string>> ip_connects;
+  std::optional<RateLimiter<std::string>> ip_auth_failures;
 
   bool is_revoked(const AgentId& id) {
     std::shared_lock lock(revoked_mutex);
@@ -123,6 +126,9 @@ struct RelayServer::Impl {
   void on_store_thread(F&& f) {
     net::post(store_ioc, std::forward<F>(f));
   }
+  // A live envelope a connection could not send (it closed, was replaced or cut as a slow
+  // consumer): handed to the receiver's newer connection if there is one, otherwise stored.
+  void keep_for_later(std::shared_ptr<const std::string> frame);
 
   void accept_loop();
   net::awaitable<void> serve_http(tcp::socket socket);
@@ -144,8 +150,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         peer_ip_(std::move(peer_ip)),
         auth_timer_(ws_.get_executor()),
         heartbeat_timer_(ws_.get_executor()),
-        accepted_(accepted),
-        rate_(relay.config.rate_limit, relay.config.rate_burst) {}
+        accepted_(accepted) {}
 
   net::awaitable<void> run(http::request<http::string_body> upgrade);
 
@@ -158,6 +163,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void close_with(std::uint16_t code, std::string reason) {
     net::post(ws_.get_executor(), [self = shared_from_this(), code, reason = std::move(reason)]() mutable {
       self->begin_close(code, std::move(reason));
+    });
+  }
+  void send_control_threadsafe(std::string frame) {
+    net::post(ws_.get_executor(), [self = shared_from_this(), frame = std::move(frame)]() mutable {
+      if (!self->closed_) self->send_control(std::move(frame));
     });
   }
   void on_store_result(Uuid id, Status result) {
@@ -203,15 +213,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   net::steady_timer auth_timer_;
   net::steady_timer heartbeat_timer_;
   std::chrono::steady_clock::time_point accepted_;
-  TokenBucket rate_;
 
-  enum class Phase { hello, auth, replaying, live, closing } phase_ = Phase::hello;
+  enum class Phase { hello, resuming, auth, replaying, live, closing } phase_ = Phase::hello;
   AgentId agent_;
   std::array<std::uint8_t, 32> nonce_{};
   std::int64_t connected_at_ms_ = 0;
   std::atomic<std::int64_t> last_seen_ms_{0};
   std::chrono::steady_clock::time_point last_read_ = std::chrono::steady_clock::now();
-  std::string resume_hash_;
+  std::optional<ResumeTokenHash> resume_hash_;
 
   std::deque<Outgoing> queue_;
   std::size_t queued_live_bytes_ = 0;
@@ -221,13 +230,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Replay of stored envelopes (protocol §6 "Delivery"): the first `buffered` frames.
   std::int64_t replay_cursor_ = 0;
-  std::int64_t replay_last_seq_ = 0;
+  std::int64_t replay_remaining_ = 0;
   bool replay_requested_ = false;
   std::deque<std::shared_ptr<const std::string>> held_live_;
   std::size_t held_live_bytes_ = 0;
 
   int store_ops_in_flight_ = 0;
-  std::int64_t limited_since_ms_ = -1;
 };
 
 void Connection::fail_and_close(Errc code, std::string message) {
@@ -245,18 +253,13 @@ void Connection::begin_close(std::uint16_t code, std::string reason) {
 void Connection::enqueue_live(std::shared_ptr<const std::string> frame) {
   if (closed_ || close_after_writes_) {
     // Too late for this connection: keep the envelope for the agent's next connection.
-    auto header = scan_routing_header(*frame, relay_.config.max_envelope_bytes);
-    if (header) {
-      relay_.on_store_thread([&relay = relay_, frame, h = *header] {
-        (void)relay.store->store(h.to, h.from, h.id, wall_ms(), wall_ms(), *frame);
-      });
-    }
+    relay_.keep_for_later(std::move(frame));
     return;
   }
   if (phase_ == Phase::replaying) {
     held_live_bytes_ += frame->size();
     held_live_.push_back(std::move(frame));
-    if (held_live_bytes_ > relay_.config.write_queue_bytes) {
+    if (held_live_bytes_ > static_cast<std::size_t>(relay_.config.write_queue_bytes)) {
       relay_.metrics.write_queue_drops.fetch_add(1, std::memory_order_relaxed);
       begin_close(close_code::slow_consumer, "slow_consumer");
     }
@@ -264,7 +267,7 @@ void Connection::enqueue_live(std::shared_ptr<const std::string> frame) {
   }
   queued_live_bytes_ += frame->size();
   queue_.push_back({std::move(frame), false, std::nullopt});
-  if (queued_live_bytes_ > relay_.config.write_queue_bytes) {
+  if (queued_live_bytes_ > static_cast<std::size_t>(relay_.config.write_queue_bytes)) {
     // relay.md: a slow reader never stalls anyone else; past the bound it is cut with 4010 and
     // what it could not be sent is stored (teardown does that).
     relay_.metrics.write_queue_drops.fetch_add(1, std::memory_order_relaxed);
@@ -281,7 +284,8 @@ void Connection::pump_writes() {
     if (close_after_writes_) {
       writing_ = true;
       auto [code, reason] = *close_after_writes_;
-      ws_.async_close(websocket::close_reason(code, reason), [self = shared_from_this()](beast::error_code) {
+      ws_.async_close(websocket::close_reason(static_cast<websocket::close_code>(code), reason),
+                      [self = shared_from_this()](beast::error_code) {
         self->writing_ = false;
         self->closed_ = true;
         beast::error_code ignored;
@@ -329,11 +333,11 @@ net::awaitable<void> Connection::run(http::request<http::string_body> upgrade) {
   beast::get_lowest_layer(ws_).expires_never();
   auth_timer_.expires_at(accepted_ + std::chrono::milliseconds(relay_.config.auth_timeout_ms));
   auth_timer_.async_wait([weak = weak_from_this()](beast::error_code ec) {
-    auto self = weak.lock();
-    if (ec || !self) return;
-    if (self->phase_ == Phase::hello || self->phase_ == Phase::auth) {
-      self->relay_.metrics.count_auth(AuthResult::timeout);
-      self->fail_and_close(Errc::auth_timeout, "no successful authentication within the auth timeout");
+    auto connection = weak.lock();
+    if (ec || !connection) return;
+    if (connection->phase_ == Phase::hello || connection->phase_ == Phase::resuming || connection->phase_ == Phase::auth) {
+      connection->relay_.metrics.count_auth(AuthResult::timeout);
+      connection->fail_and_close(Errc::auth_timeout, "no successful authentication within the auth timeout");
     }
   });
   auto [accept_ec] = co_await ws_.async_accept(upgrade, use_tuple);
@@ -392,6 +396,15 @@ void Connection::handle_frame(std::string text) {
       return;
     }
     agent_ = hello->agent_id;
+    {
+      // Too many failed authentications from this address recently (relay.md): refuse early.
+      std::lock_guard lock(relay_.ip_mutex);
+      if (relay_.ip_auth_failures->retry_after_ms(ip_rate_key(peer_ip_), wall_ms()) > 0) {
+        relay_.metrics.count_auth(AuthResult::rate_limited);
+        fail_and_close(Errc::rate_limited, "too many failed authentications from this address; try later");
+        return;
+      }
+    }
     if (relay_.is_revoked(agent_)) {
       relay_.metrics.count_auth(AuthResult::revoked);
       fail_and_close(Errc::revoked, "this agent ID is revoked");
@@ -407,11 +420,18 @@ void Connection::handle_frame(std::string text) {
       return;
     }
     // Resume tokens are single use, consumed whenever presented (protocol §6).
-    std::string hash = hash_resume_token(*hello->resume);
-    relay_.on_store_thread([self = shared_from_this(), hash, issue_challenge]() mutable {
-      const auto owner = self->relay_.store->consume_resume_token(hash, wall_ms());
+    const auto hash = ResumeToken::hash_of(*hello->resume);
+    if (!hash) {
+      issue_challenge();
+      return;
+    }
+    phase_ = Phase::resuming;  // no other frame is accepted while the token is checked
+    relay_.on_store_thread([self = shared_from_this(), hash = *hash, issue_challenge]() mutable {
+      auto consumed = self->relay_.store->consume_resume_token(hash, wall_ms());
+      std::optional<AgentId> owner;
+      if (consumed) owner = *consumed;
       net::post(self->ws_.get_executor(), [self, owner, issue_challenge]() mutable {
-        if (self->phase_ != Phase::hello) return;
+        if (self->phase_ != Phase::resuming) return;
         if (owner && *owner == self->agent_) {
           self->relay_.metrics.count_auth(AuthResult::resumed);
           self->on_authenticated(true);
@@ -420,7 +440,10 @@ void Connection::handle_frame(std::string text) {
         }
       });
     });
-    phase_ = Phase::auth;  // no second hello while the token is checked
+    return;
+  }
+  if (phase_ == Phase::resuming) {
+    fail_and_close(Errc::bad_request, "wait for the relay's answer to hello");
     return;
   }
   if (phase_ == Phase::auth) {
@@ -434,12 +457,11 @@ void Connection::handle_frame(std::string text) {
     const Bytes message = auth_signing_message(nonce_, relay_.relay_id_text);
     if (!verify_signature(agent_, Purpose::auth, message, auth.signature)) {
       relay_.metrics.count_auth(AuthResult::bad_signature);
-      bool over_limit = false;
       {
+        // Failed authentications per source IP (relay.md): counted here, refused at the next hello.
         std::lock_guard lock(relay_.ip_mutex);
-        over_limit = !relay_.ip_auth_failures.try_take(peer_ip_, wall_ms());
+        (void)relay_.ip_auth_failures->take(ip_rate_key(peer_ip_), wall_ms());
       }
-      (void)over_limit;  // failures are counted; the connect limiter refuses the next attempts
       fail_and_close(Errc::auth_failed, "the signature does not verify for this agent ID and relay");
       return;
     }
@@ -450,7 +472,9 @@ void Connection::handle_frame(std::string text) {
   // Authenticated: envelopes and control frames.
   auto kind = classify_frame(text);
   if (!kind) {
-    fail_and_close(Errc::bad_request, kind.error().message);
+    // Neither a control frame nor a readable envelope: answered like a broken envelope (the id
+    // is null because it could not be read, protocol §6), and the connection stays up.
+    undeliverable(std::nullopt, Errc::bad_envelope);
     return;
   }
   if (*kind == FrameKind::envelope) {
@@ -466,7 +490,7 @@ void Connection::on_authenticated(bool resumed) {
   phase_ = Phase::replaying;
   connected_at_ms_ = wall_ms();
   last_seen_ms_.store(connected_at_ms_, std::memory_order_relaxed);
-  ws_.read_message_max(relay_.config.max_envelope_bytes);
+  ws_.read_message_max(static_cast<std::size_t>(relay_.config.max_envelope_bytes));
   // One connection per agent: a newer one replaces the older (4009), whose teardown never
   // removes the new one (relay.md "Routing").
   std::shared_ptr<Connection> previous;
@@ -478,24 +502,19 @@ void Connection::on_authenticated(bool resumed) {
   if (previous) previous->close_with(close_code::replaced, "replaced by a newer connection");
   else relay_.metrics.agents_online.fetch_add(1, std::memory_order_relaxed);
 
-  std::array<std::uint8_t, 32> token{};
-  randombytes_buf(token.data(), token.size());
-  const std::string token_text = base64url_encode(token);
-  resume_hash_ = hash_resume_token(token_text);
-  relay_.on_store_thread([self = shared_from_this(), token_text]() {
+  const ResumeToken token = ResumeToken::generate();
+  resume_hash_ = token.hash;
+  relay_.on_store_thread([self = shared_from_this(), token_text = token.text, hash = token.hash]() {
     auto& store = *self->relay_.store;
-    (void)store.put_resume_token(self->resume_hash_, self->agent_, INT64_MAX);
-    const auto snapshot = store.snapshot(self->agent_);
+    (void)store.put_resume_token(hash, self->agent_, kResumeTokenOpen);
+    const std::int64_t buffered = store.messages_for(self->agent_);
     // From here on, envelopes for this agent are handed to the connection (held until the
-    // replay ends); everything stored before is part of the replay.
+    // replay ends) instead of being stored; everything stored before is the replay.
     self->live_ready.store(true);
-    net::post(self->ws_.get_executor(), [self, token_text, snapshot] {
-      self->replay_last_seq_ = snapshot.last_seq;
+    net::post(self->ws_.get_executor(), [self, token_text, buffered] {
+      self->replay_remaining_ = buffered;
       self->send_control(serialize(ControlFrame{Welcome{kProtocolVersion, token_text, self->relay_.config.heartbeat_ms,
-                                                        static_cast<std::int64_t>(snapshot.count)}}));
-      if (snapshot.count == 0) {
-        self->replay_cursor_ = snapshot.last_seq;
-      }
+                                                        buffered}}));
       self->request_stored_batch();
     });
   });
@@ -503,7 +522,7 @@ void Connection::on_authenticated(bool resumed) {
 
 void Connection::request_stored_batch() {
   if (phase_ != Phase::replaying || replay_requested_) return;
-  if (replay_cursor_ >= replay_last_seq_) {
+  if (replay_remaining_ <= 0) {
     // Replay done: release the live frames held meanwhile, in their order.
     phase_ = Phase::live;
     auto held = std::exchange(held_live_, {});
@@ -512,15 +531,18 @@ void Connection::request_stored_batch() {
     return;
   }
   replay_requested_ = true;
-  relay_.on_store_thread([self = shared_from_this(), after = replay_cursor_, upto = replay_last_seq_] {
-    auto batch = self->relay_.store->load(self->agent_, 64, after, upto);
+  const auto max = static_cast<std::size_t>(std::min<std::int64_t>(replay_remaining_, 64));
+  relay_.on_store_thread([self = shared_from_this(), after = replay_cursor_, max] {
+    auto loaded = self->relay_.store->load(self->agent_, after, max);
+    std::vector<StoredEnvelope> batch;
+    if (loaded) batch = std::move(loaded).value();
     net::post(self->ws_.get_executor(), [self, batch = std::move(batch)]() mutable {
       self->replay_requested_ = false;
-      if (batch.empty()) {
-        self->replay_cursor_ = self->replay_last_seq_;
-      }
+      // Fewer than asked (expired meanwhile): the replay ends early.
+      if (batch.empty()) self->replay_remaining_ = 0;
       for (auto& stored : batch) {
         self->replay_cursor_ = stored.seq;
+        --self->replay_remaining_;
         self->queue_.push_back({std::make_shared<const std::string>(std::move(stored.frame)), true, stored.id});
       }
       self->pump_writes();
@@ -547,9 +569,10 @@ void Connection::handle_control(std::string_view text) {
 
 void Connection::handle_envelope(std::shared_ptr<const std::string> frame) {
   const std::int64_t started = steady_ns();
-  auto header = scan_routing_header(*frame, relay_.config.max_envelope_bytes);
+  std::optional<Uuid> readable_id;
+  auto header = scan_routing_header(*frame, static_cast<std::size_t>(relay_.config.max_envelope_bytes), &readable_id);
   if (!header) {
-    undeliverable(std::nullopt, Errc::bad_envelope);
+    undeliverable(readable_id, Errc::bad_envelope);
     return;
   }
   if (header->from != agent_) {
@@ -557,17 +580,21 @@ void Connection::handle_envelope(std::shared_ptr<const std::string> frame) {
     return;
   }
   const std::int64_t now = wall_ms();
-  if (!rate_.try_take(now)) {
-    // Sustained abuse (relay.md): limited continuously for 10 s closes the connection (4008).
-    if (limited_since_ms_ < 0) limited_since_ms_ = now;
-    if (now - limited_since_ms_ >= 10000) {
-      fail_and_close(Errc::rate_limited, "sustained rate limit abuse");
-      return;
-    }
-    undeliverable(header->id, Errc::rate_limited, rate_.retry_after_ms(now));
+  RateDecision decision;
+  {
+    // Keyed by agent in shared state, so a reconnect does not buy a fresh burst (held for a hash
+    // lookup and a few arithmetic operations, never across I/O).
+    std::lock_guard lock(relay_.agent_rate_mutex);
+    decision = relay_.agent_rates->take(agent_, now);
+  }
+  if (decision.verdict == RateVerdict::abusive) {
+    fail_and_close(Errc::rate_limited, "sustained rate limit abuse");
     return;
   }
-  limited_since_ms_ = -1;
+  if (!decision.allowed()) {
+    undeliverable(header->id, Errc::rate_limited, decision.retry_after_ms);
+    return;
+  }
   if (relay_.is_revoked(header->to) || relay_.is_revoked(header->from)) {
     undeliverable(header->id, Errc::revoked);
     return;
@@ -586,7 +613,7 @@ void Connection::handle_envelope(std::shared_ptr<const std::string> frame) {
       self->on_store_result(h.id, fail(Errc::internal, "live"));
       return;
     }
-    auto stored = self->relay_.store->store(h.to, h.from, h.id, h.timestamp.value_or(now), now, *frame);
+    auto stored = self->relay_.store->store(h.to, h.from, h.id, now, now, *frame);
     self->relay_.metrics.observe_latency_ns(static_cast<std::uint64_t>(steady_ns() - started));
     self->on_store_result(h.id, std::move(stored));
   });
@@ -626,15 +653,11 @@ void Connection::teardown() {
   for (auto& frame : held_live_) unsent.push_back(frame);
   queue_.clear();
   held_live_.clear();
-  if (!agent_.empty() && (phase_ == Phase::live || phase_ == Phase::replaying || phase_ == Phase::closing)) {
-    relay_.on_store_thread([&relay = relay_, unsent = std::move(unsent), hash = resume_hash_,
-                            ttl = relay_.config.resume_ttl_s] {
-      for (const auto& frame : unsent) {
-        auto header = scan_routing_header(*frame, relay.config.max_envelope_bytes);
-        if (header) (void)relay.store->store(header->to, header->from, header->id, wall_ms(), wall_ms(), *frame);
-      }
-      // The resume token stays valid until 5 min after this connection closes (protocol §6).
-      if (!hash.empty()) (void)relay.store->set_resume_token_expiry(hash, wall_ms() + ttl * 1000);
+  for (auto& frame : unsent) relay_.keep_for_later(std::move(frame));
+  if (resume_hash_) {
+    // The resume token stays valid until 5 min after this connection closes (protocol §6).
+    relay_.on_store_thread([&relay = relay_, hash = *resume_hash_, ttl = relay_.config.resume_ttl_s] {
+      (void)relay.store->set_resume_token_expiry(hash, wall_ms() + ttl * 1000);
     });
   }
   {
@@ -642,6 +665,19 @@ void Connection::teardown() {
     relay_.connections.erase(this);
   }
   relay_.metrics.connections.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void RelayServer::Impl::keep_for_later(std::shared_ptr<const std::string> frame) {
+  on_store_thread([this, frame = std::move(frame)] {
+    auto header = scan_routing_header(*frame, static_cast<std::size_t>(config.max_envelope_bytes));
+    if (!header) return;
+    if (auto receiver = route(header->to); receiver && receiver->live_ready.load()) {
+      receiver->deliver_live(frame);
+      return;
+    }
+    const std::int64_t now = wall_ms();
+    (void)store->store(header->to, header->from, header->id, now, now, *frame);
+  });
 }
 
 // ---- HTTP ----
@@ -719,15 +755,18 @@ http::response<http::string_body> RelayServer::Impl::post_revocation(const http:
       return error_response(http::status::bad_request, Errc::bad_request, verified.error().message, request.version());
     }
   }
+  // Persisted (and the agent's stored envelopes dropped) before the answer, so it survives a
+  // restart the moment the caller hears 200.
   std::promise<Status> persisted;
   auto done = persisted.get_future();
-  on_store_thread([this, &persisted, r = *revocation, body = request.body()] {
-    auto added = store->add_revocation(r.agent_id, r.reason, r.timestamp, body);
-    if (added) store->drop_agent(r.agent_id);
-    persisted.set_value(std::move(added));
+  on_store_thread([this, &persisted, r = *revocation] {
+    auto added = store->add_revocation(r);
+    persisted.set_value(added ? Status{} : Status{std::move(added).error()});
   });
   Status result = done.get();
-  if (!result) return error_response(http::status::internal_server_error, Errc::internal, result.error().message, request.version());
+  if (!result) {
+    return error_response(http::status::internal_server_error, Errc::internal, result.error().message, request.version());
+  }
   apply_revocation(revocation->agent_id);
   return json_response(http::status::ok, R"({"revoked":true})", request.version());
 }
@@ -787,7 +826,7 @@ void RelayServer::Impl::accept_loop() {
     bool allowed = true;
     {
       std::lock_guard lock(ip_mutex);
-      allowed = ip_connects.try_take(ip, wall_ms());
+      allowed = ip_connects->take(ip_rate_key(ip), wall_ms()).allowed();
     }
     if (allowed) {
       auto executor = socket.get_executor();
@@ -805,15 +844,14 @@ void RelayServer::Impl::expire_store_periodically(std::shared_ptr<net::steady_ti
   timer->async_wait([this, timer](beast::error_code ec) {
     if (ec) return;
     on_store_thread([this] {
-      const std::int64_t now = wall_ms();
-      auto expired = store->expire(now);
-      metrics.store_depth.store(static_cast<std::int64_t>(store->stored_messages()));
-      metrics.store_bytes.store(static_cast<std::int64_t>(store->store_bytes()));
-      for (const auto& [from, id] : expired) {
+      auto expired = store->expire(wall_ms());
+      metrics.store_depth.store(store->stored_messages());
+      metrics.store_bytes.store(store->store_bytes());
+      if (!expired) return;
+      for (const auto& gone : *expired) {
+        // Answered to its sender if connected (relay.md "Offline buffering").
         metrics.count_refused(Errc::expired);
-        if (auto sender = route(from)) {
-          sender->deliver_live(std::make_shared<const std::string>(serialize(ControlFrame{Undeliverable{id, Errc::expired, std::nullopt}})));
-        }
+        if (auto sender = route(gone.from)) sender->send_control_threadsafe(serialize(ControlFrame{Undeliverable{gone.id, Errc::expired, std::nullopt}}));
       }
     });
     expire_store_periodically(timer);
@@ -832,31 +870,38 @@ RelayServer::~RelayServer() {
 
 Status RelayServer::start() {
   Impl& s = *impl_;
-  auto endpoint = parse_listen_address(s.config.listen);
-  if (!endpoint) return std::move(endpoint).error();
-  auto store = OfflineStore::open(s.config.data_dir + "/relay.db", store_limits_from(s.config));
+  std::error_code dir_ec;
+  std::filesystem::create_directories(s.config.data_dir, dir_ec);
+  if (dir_ec) return fail(Errc::internal, "data_dir " + s.config.data_dir.string() + ": " + dir_ec.message());
+  auto store = OfflineStore::open(s.config.data_dir / std::string(kStoreFileName), store_limits_of(s.config));
   if (!store) return std::move(store).error();
   s.store.emplace(std::move(store).value());
-  for (const auto& agent : s.store->load_revoked_agents()) s.revoked.insert(agent);
-  if (!s.config.admin_token_file.empty()) s.admin_token = read_secret_file(s.config.admin_token_file);
-  s.ip_connects = KeyedRateLimiter<std::string>(s.config.ip_connect_rate, s.config.ip_connect_rate, 100000);
-  s.ip_auth_failures = KeyedRateLimiter<std::string>(s.config.ip_auth_failures / 60.0, s.config.ip_auth_failures, 100000);
+  auto revocations = s.store->load_revocations();
+  if (!revocations) return std::move(revocations).error();
+  for (const auto& revocation : *revocations) s.revoked.insert(revocation.agent_id);
+  if (!s.config.admin_token_file.empty()) s.admin_token = read_secret_file(s.config.admin_token_file.string());
+  s.agent_rates.emplace(RateLimitOptions{.rate_per_s = s.config.rate_limit, .burst = s.config.rate_burst});
+  s.ip_connects.emplace(RateLimitOptions{.rate_per_s = s.config.ip_connect_rate, .burst = s.config.ip_connect_rate});
+  // Tokens left open by a crash expire resume_ttl_s from now (the connection is gone).
+  (void)s.store->close_open_resume_tokens(wall_ms() + s.config.resume_ttl_s * 1000);
+  s.ip_auth_failures.emplace(
+      RateLimitOptions{.rate_per_s = s.config.ip_auth_failures / 60.0, .burst = s.config.ip_auth_failures});
+  s.metrics.store_depth.store(s.store->stored_messages());
+  s.metrics.store_bytes.store(s.store->store_bytes());
 
   beast::error_code ec;
-  const auto address = net::ip::make_address(endpoint->host, ec);
-  if (ec) return fail(Errc::bad_request, "listen: invalid address \"" + endpoint->host + "\"");
-  tcp::endpoint bind_to(address, endpoint->port);
+  const auto address = net::ip::make_address(s.config.listen.host, ec);
+  if (ec) return fail(Errc::bad_request, "listen: invalid address \"" + s.config.listen.host + "\"");
+  tcp::endpoint bind_to(address, s.config.listen.port);
   s.acceptor.emplace(s.ioc);
   s.acceptor->open(bind_to.protocol(), ec);
   if (!ec) s.acceptor->set_option(net::socket_base::reuse_address(true), ec);
   if (!ec) s.acceptor->bind(bind_to, ec);
   if (!ec) s.acceptor->listen(net::socket_base::max_listen_connections, ec);
-  if (ec) return fail(Errc::internal, "listen on " + s.config.listen + ": " + ec.message());
+  if (ec) return fail(Errc::internal, "listen on " + s.config.listen.authority(s.config.listen.port) + ": " + ec.message());
   const auto bound = s.acceptor->local_endpoint();
-  const std::string host = bound.address().is_v6() ? "[" + bound.address().to_string() + "]" : bound.address().to_string();
-  s.listening = "http://" + host + ":" + std::to_string(bound.port());
-  s.relay_id_text = s.config.public_url.empty() ? "ws://" + host + ":" + std::to_string(bound.port()) + "/relay/ws"
-                                                : s.config.public_url;
+  s.listening = "http://" + s.config.listen.authority(bound.port());
+  s.relay_id_text = s.config.relay_id(bound.port());
   s.store_thread = std::thread([&s] { s.store_ioc.run(); });
   s.accept_loop();
   s.expire_store_periodically(std::make_shared<net::steady_timer>(s.ioc));
