@@ -736,7 +736,7 @@ Result<std::optional<AgentId>> OfflineStore::consume_resume_token(const ResumeTo
       expires_ms = query.integer(1);
     }
   }
-  if (!found || expires_ms < now_ms) return std::optional<AgentId>{};
+  if (!found || expires_ms <= now_ms) return std::optional<AgentId>{};
   auto agent = AgentId::parse(agent_text);
   if (!agent) return std::optional<AgentId>{};
   return std::optional<AgentId>{std::move(agent).value()};

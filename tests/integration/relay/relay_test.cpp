@@ -6,6 +6,8 @@
 #include <boost/json.hpp>
 #include <filesystem>
 #include <fstream>
+#include <set>
+#include <thread>
 
 #include "../child_process.hpp"
 #include "../relay_test_client.hpp"
@@ -308,6 +310,192 @@ TEST_F(RelayTest, SigtermDrainsClientsWith1001AndExits) {
   relay_->signal(SIGTERM);
   EXPECT_EQ(a->receive().close, 1001);
   EXPECT_EQ(relay_->wait_exit(std::chrono::seconds(12)), 0);
+}
+
+// Polls /status until `member` equals `expected` or the deadline passes (the relay frees state
+// asynchronously after a disconnect; there is no event a test could wait on instead).
+bool status_reaches(int port, const char* member, std::int64_t expected, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto status = http_request(port, "GET", "/status");
+    if (status.status == 200 && boost::json::parse(status.body).at(member).as_int64() == expected) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+TEST_F(RelayTest, BufferBoundsAnswerBufferFull) {
+  start({"--buffer-max-messages", "2"});
+  const KeyPair alice = key(1), bob = key(2);
+  auto a = connected(alice);
+  for (int i = 0; i < 2; ++i) {
+    a->send(envelope(alice, bob.agent_id()));
+    EXPECT_EQ(parse(a->receive()).at("type"), "queued");
+  }
+  a->send(envelope(alice, bob.agent_id()));
+  auto refused = parse(a->receive());
+  EXPECT_EQ(refused.at("type"), "undeliverable");
+  EXPECT_EQ(refused.at("code"), "buffer_full");
+}
+
+TEST_F(RelayTest, ExpiredStoredEnvelopesAreAnsweredToTheirSender) {
+  start({"--buffer-ttl-s", "1"});
+  const KeyPair alice = key(1), bob = key(2);
+  auto a = connected(alice);
+  a->send(envelope(alice, bob.agent_id()));
+  EXPECT_EQ(parse(a->receive()).at("type"), "queued");
+  auto expired = parse(a->receive(std::chrono::seconds(5)));
+  EXPECT_EQ(expired.at("type"), "undeliverable");
+  EXPECT_EQ(expired.at("code"), "expired");
+  auto b = connected(bob);
+  EXPECT_EQ(b->buffered, 0);
+}
+
+TEST_F(RelayTest, ForeignAndExpiredResumeTokensLeadToAChallenge) {
+  start({"--resume-ttl-s", "0"});
+  const KeyPair alice = key(1), bob = key(2);
+  std::string bob_token;
+  {
+    auto b = connected(bob);
+    bob_token = b->session_token;
+    auto a = connected(alice);
+    RelayTestClient thief;
+    ASSERT_TRUE(thief.connect(port_).ok());
+    thief.send(R"({"type":"hello","v":1,"agent_id":")" + alice.agent_id().str() + R"(","resume":")" + bob_token + "\"}");
+    EXPECT_EQ(parse(thief.receive()).at("type"), "challenge") << "a token bound to another agent";
+  }
+  // The foreign presentation consumed bob's token; a fresh one expires at once with a 0 s TTL.
+  auto b = connected(bob);
+  const std::string token = b->session_token;
+  b->close();
+  ASSERT_TRUE(status_reaches(port_, "agents_online", 0, std::chrono::seconds(5)));
+  RelayTestClient late;
+  ASSERT_TRUE(late.connect(port_).ok());
+  late.send(R"({"type":"hello","v":1,"agent_id":")" + bob.agent_id().str() + R"(","resume":")" + token + "\"}");
+  EXPECT_EQ(parse(late.receive()).at("type"), "challenge") << "an expired token";
+}
+
+TEST_F(RelayTest, DeadConnectionsAreClosedAfterThreeSilentHeartbeats) {
+  start({"--heartbeat-ms", "100"});
+  auto quiet = connected(key(1));
+  ASSERT_TRUE(status_reaches(port_, "agents_online", 1, std::chrono::seconds(2)));
+  // The client never reads, so it never answers the relay's pings: presumed dead.
+  ASSERT_TRUE(status_reaches(port_, "agents_online", 0, std::chrono::seconds(5)));
+  auto after = quiet->receive(std::chrono::seconds(2));
+  EXPECT_TRUE(after.connection_lost || after.close.has_value());
+}
+
+TEST_F(RelayTest, ConnectionsDroppedMidHandshakeLeaveNoState) {
+  start({"--ip-connect-rate", "10000"});
+  std::vector<std::unique_ptr<RelayTestClient>> clients;
+  for (int i = 0; i < 200; ++i) {
+    auto client = std::make_unique<RelayTestClient>();
+    ASSERT_TRUE(client->connect(port_).ok()) << i;
+    if (i % 2 == 0) client->send(R"({"type":"hello","v":1,"agent_id":")" + key(static_cast<std::uint8_t>(i % 250 + 1)).agent_id().str() + "\"}");
+    clients.push_back(std::move(client));
+  }
+  ASSERT_TRUE(status_reaches(port_, "connections", 200, std::chrono::seconds(5)));
+  for (auto& client : clients) client->drop();
+  EXPECT_TRUE(status_reaches(port_, "connections", 0, std::chrono::seconds(5)));
+  EXPECT_TRUE(status_reaches(port_, "agents_online", 0, std::chrono::seconds(1)));
+}
+
+TEST_F(RelayTest, SlowConsumerIsCutWhileOtherPairsKeepFlowing) {
+  start({"--max-envelope-bytes", "131072", "--write-queue-bytes", "1048576", "--rate-limit", "100000",
+         "--rate-burst", "100000", "--ip-connect-rate", "1000"});
+  const KeyPair sender = key(100), slow = key(101);
+  auto s = connected(sender);
+  auto stalled = connected(slow);  // never reads from here on
+  std::vector<std::pair<std::unique_ptr<RelayTestClient>, std::unique_ptr<RelayTestClient>>> pairs;
+  for (std::uint8_t i = 0; i < 10; ++i) {
+    pairs.emplace_back(connected(key(static_cast<std::uint8_t>(10 + i))), connected(key(static_cast<std::uint8_t>(30 + i))));
+  }
+  const std::string big(60000, 'x');
+  int pushed = 0;
+  for (; pushed < 600; ++pushed) {
+    s->send(envelope(sender, slow.agent_id(), big));
+    if (pushed % 50 == 49) {
+      // Meanwhile every other pair still gets through.
+      for (std::uint8_t i = 0; i < 10; ++i) {
+        const std::string frame = envelope(key(static_cast<std::uint8_t>(10 + i)), key(static_cast<std::uint8_t>(30 + i)).agent_id());
+        pairs[i].first->send(frame);
+        auto got = pairs[i].second->receive();
+        ASSERT_TRUE(got.text.has_value()) << "pair " << int(i) << " stalled after " << pushed;
+        EXPECT_EQ(*got.text, frame);
+      }
+    }
+  }
+  // The stalled reader, once it reads again, finds its connection closed with 4010.
+  std::optional<std::uint16_t> close;
+  for (int i = 0; i < 2000 && !close; ++i) {
+    auto got = stalled->receive(std::chrono::seconds(5));
+    if (got.timed_out || got.connection_lost) break;
+    close = got.close;
+  }
+  EXPECT_EQ(close, 4010);
+  auto metrics = http_request(port_, "GET", "/metrics");
+  EXPECT_NE(metrics.body.find("agent_mesh_relay_slow_consumers_total 1"), std::string::npos);
+}
+
+TEST_F(RelayTest, KillNineLosesNothingAnsweredQueued) {
+  start();
+  const KeyPair alice = key(1), bob = key(2);
+  std::set<std::string> sent_ids;
+  std::vector<std::string> frames;
+  for (int i = 0; i < 1000; ++i) {
+    frames.push_back(envelope(alice, bob.agent_id(), "n" + std::to_string(i)));
+  }
+  std::set<std::string> queued;
+  {
+    auto a = connected(alice);
+    for (const auto& f : frames) a->send(f);
+    // Count `queued` answers for a while, then kill the relay mid-stream.
+    while (queued.size() < 300) {
+      auto got = a->receive(std::chrono::seconds(10));
+      ASSERT_TRUE(got.text.has_value());
+      auto frame = boost::json::parse(*got.text).as_object();
+      ASSERT_EQ(frame.at("type"), "queued") << *got.text;
+      queued.insert(std::string(frame.at("id").as_string()));
+    }
+    relay_->signal(SIGKILL);
+    // Answers already on the wire count too: they were sent after the commit.
+    for (;;) {
+      auto got = a->receive(std::chrono::seconds(2));
+      if (!got.text) break;
+      auto frame = boost::json::parse(*got.text).as_object();
+      if (frame.at("type") == "queued") queued.insert(std::string(frame.at("id").as_string()));
+    }
+  }
+  ASSERT_EQ(relay_->wait_exit(std::chrono::seconds(5)), 128 + SIGKILL);
+  // Restart on the same data directory.
+  relay_ = std::make_unique<ChildProcess>(
+      binary_path("agent-mesh-relay"),
+      std::vector<std::string>{"--listen", "127.0.0.1:0", "--data-dir", data_dir_.string()});
+  port_ = relay_->wait_listening();
+  ASSERT_GT(port_, 0);
+  relay_id_ = "ws://127.0.0.1:" + std::to_string(port_) + "/relay/ws";
+  auto b = connected(bob);
+  EXPECT_GE(b->buffered, static_cast<std::int64_t>(queued.size()));
+  std::set<std::string> delivered;
+  boost::json::array ids;
+  for (std::int64_t i = 0; i < b->buffered; ++i) {
+    auto got = b->receive();
+    ASSERT_TRUE(got.text.has_value());
+    const std::string id(boost::json::parse(*got.text).at("id").as_string());
+    EXPECT_TRUE(delivered.insert(id).second) << "delivered twice: " << id;
+    ids.push_back(boost::json::string(id));
+    if (ids.size() == 256) {
+      b->send(boost::json::serialize(boost::json::object{{"type", "ack"}, {"ids", ids}}));
+      ids.clear();
+    }
+  }
+  if (!ids.empty()) b->send(boost::json::serialize(boost::json::object{{"type", "ack"}, {"ids", ids}}));
+  for (const auto& id : queued) EXPECT_TRUE(delivered.contains(id)) << "answered queued but lost: " << id;
+  b->send(R"({"type":"ping"})");
+  EXPECT_EQ(parse(b->receive()).at("type"), "pong");
+  b->close();
+  auto again = connected(bob);
+  EXPECT_EQ(again->buffered, 0) << "acked envelopes are not delivered again";
 }
 
 TEST(RelayConfigCli, UnknownConfigKeyIsNamed) {

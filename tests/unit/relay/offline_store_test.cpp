@@ -415,8 +415,9 @@ TEST_F(OfflineStoreTest, ResumeTokensExpireAfterTheirConnectionCloses) {
   ASSERT_TRUE(store.set_resume_token_expiry(late_token.hash, kNow + 300'000).ok());
   EXPECT_TRUE(store.set_resume_token_expiry(ResumeToken::generate().hash, kNow).ok()) << "unknown: no error";
 
-  EXPECT_EQ(store.consume_resume_token(closed_token.hash, kNow + 300'000).value(), bob());
-  EXPECT_FALSE(store.consume_resume_token(late_token.hash, kNow + 300'001).value().has_value());
+  // Valid strictly before the expiry instant, so a TTL of 0 means "expired on close".
+  EXPECT_EQ(store.consume_resume_token(closed_token.hash, kNow + 299'999).value(), bob());
+  EXPECT_FALSE(store.consume_resume_token(late_token.hash, kNow + 300'000).value().has_value());
   // Expired tokens are purged by expire(); open ones stay however much time passes.
   const ResumeToken purged = ResumeToken::generate();
   ASSERT_TRUE(store.put_resume_token(purged.hash, bob(), kNow + 1000).ok());
@@ -439,8 +440,8 @@ TEST_F(OfflineStoreTest, ResumeTokensSurviveRestartAndOpenOnesAreClosed) {
   EXPECT_EQ(store.resume_token_count().value(), 2);
   // At start, connections open at the crash count as closed now.
   ASSERT_TRUE(store.close_open_resume_tokens(kNow + 300'000).ok());
-  EXPECT_EQ(store.consume_resume_token(closed_token.hash, kNow + 100).value(), bob());
-  EXPECT_FALSE(store.consume_resume_token(open_token.hash, kNow + 300'001).value().has_value());
+  EXPECT_EQ(store.consume_resume_token(closed_token.hash, kNow + 99).value(), bob());
+  EXPECT_FALSE(store.consume_resume_token(open_token.hash, kNow + 300'000).value().has_value());
 }
 
 TEST_F(OfflineStoreTest, ResumeTokensPerAgentAreBounded) {
