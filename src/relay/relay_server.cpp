@@ -13,7 +13,9 @@
 
 #include <atomic>
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/json.hpp>
@@ -73,7 +75,25 @@ bool token_matches(std::string_view presented, const std::string& expected) {
 
 }  // namespace
 
-class Connection;
+// What the rest of the relay may do with a connection, from any thread. Connections are templated
+// on their transport (plain TCP or TLS); the routing table holds this interface.
+class ConnectionBase {
+ public:
+  virtual ~ConnectionBase() = default;
+  // Each posts onto the connection's strand.
+  virtual void deliver_live(std::shared_ptr<const std::string> frame) = 0;
+  virtual void close_with(std::uint16_t code, std::string reason) = 0;
+  virtual void send_control_threadsafe(std::string frame) = 0;
+  // Set once on the store thread when the receiver may get live traffic (see the file comment).
+  std::atomic<bool> live_ready{false};
+  // Written on the connection's strand before it is published in the routing table.
+  [[nodiscard]] std::int64_t connected_at_ms() const noexcept { return connected_at_ms_.load(std::memory_order_relaxed); }
+  [[nodiscard]] std::int64_t last_seen_ms() const noexcept { return last_seen_ms_.load(std::memory_order_relaxed); }
+
+ protected:
+  std::atomic<std::int64_t> connected_at_ms_{0};
+  std::atomic<std::int64_t> last_seen_ms_{0};
+};
 
 // ---- shared relay state ----
 
@@ -96,10 +116,10 @@ struct RelayServer::Impl {
 
   // Routing table: agent ID → its one authenticated connection (relay.md "Routing").
   std::shared_mutex routes_mutex;
-  std::unordered_map<AgentId, std::shared_ptr<Connection>> routes;
+  std::unordered_map<AgentId, std::shared_ptr<ConnectionBase>> routes;
   // Every open WebSocket connection, for drain and /status.
   std::mutex connections_mutex;
-  std::unordered_set<Connection*> connections;
+  std::unordered_set<ConnectionBase*> connections;
 
   // Revoked agents, read on every envelope (in memory; persisted by the store).
   std::shared_mutex revoked_mutex;
@@ -117,7 +137,7 @@ struct RelayServer::Impl {
     std::shared_lock lock(revoked_mutex);
     return revoked.contains(id);
   }
-  std::shared_ptr<Connection> route(const AgentId& id) {
+  std::shared_ptr<ConnectionBase> route(const AgentId& id) {
     std::shared_lock lock(routes_mutex);
     auto it = routes.find(id);
     return it == routes.end() ? nullptr : it->second;
@@ -132,6 +152,9 @@ struct RelayServer::Impl {
 
   void accept_loop();
   net::awaitable<void> serve_http(tcp::socket socket);
+  template <class Transport>
+  net::awaitable<void> serve_stream(Transport stream, std::string peer_ip, std::chrono::steady_clock::time_point accepted);
+  std::optional<net::ssl::context> tls;  // set when tls_cert/tls_key are configured (wss)
   http::response<http::string_body> handle_http(const http::request<http::string_body>& request, const std::string& peer_ip);
   http::response<http::string_body> post_revocation(const http::request<http::string_body>& request);
   void apply_revocation(const AgentId& agent);
@@ -140,9 +163,12 @@ struct RelayServer::Impl {
 
 // ---- one WebSocket connection ----
 
-class Connection : public std::enable_shared_from_this<Connection> {
+template <class Transport>  // beast::tcp_stream or beast::ssl_stream<beast::tcp_stream>
+class Connection final : public ConnectionBase, public std::enable_shared_from_this<Connection<Transport>> {
  public:
-  using Stream = websocket::stream<beast::tcp_stream>;
+  using Stream = websocket::stream<Transport>;
+  using std::enable_shared_from_this<Connection<Transport>>::shared_from_this;
+  using std::enable_shared_from_this<Connection<Transport>>::weak_from_this;
 
   Connection(RelayServer::Impl& relay, Stream ws, std::string peer_ip, std::chrono::steady_clock::time_point accepted)
       : relay_(relay),
@@ -155,17 +181,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
   net::awaitable<void> run(http::request<http::string_body> upgrade);
 
   // Thread-safe: each posts onto this connection's strand.
-  void deliver_live(std::shared_ptr<const std::string> frame) {
+  void deliver_live(std::shared_ptr<const std::string> frame) override {
     net::post(ws_.get_executor(), [self = shared_from_this(), frame = std::move(frame)]() mutable {
       self->enqueue_live(std::move(frame));
     });
   }
-  void close_with(std::uint16_t code, std::string reason) {
+  void close_with(std::uint16_t code, std::string reason) override {
     net::post(ws_.get_executor(), [self = shared_from_this(), code, reason = std::move(reason)]() mutable {
       self->begin_close(code, std::move(reason));
     });
   }
-  void send_control_threadsafe(std::string frame) {
+  void send_control_threadsafe(std::string frame) override {
     net::post(ws_.get_executor(), [self = shared_from_this(), frame = std::move(frame)]() mutable {
       if (!self->closed_) self->send_control(std::move(frame));
     });
@@ -176,11 +202,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     });
   }
 
-  // Set once on the store thread when the receiver may get live traffic (see the file comment).
-  std::atomic<bool> live_ready{false};
   const AgentId& agent() const noexcept { return agent_; }
-  std::int64_t connected_at_ms() const noexcept { return connected_at_ms_; }
-  std::int64_t last_seen_ms() const noexcept { return last_seen_ms_.load(std::memory_order_relaxed); }
 
  private:
   struct Outgoing {
@@ -217,8 +239,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   enum class Phase { hello, resuming, auth, replaying, live, closing } phase_ = Phase::hello;
   AgentId agent_;
   std::array<std::uint8_t, 32> nonce_{};
-  std::int64_t connected_at_ms_ = 0;
-  std::atomic<std::int64_t> last_seen_ms_{0};
   std::chrono::steady_clock::time_point last_read_ = std::chrono::steady_clock::now();
   std::optional<ResumeTokenHash> resume_hash_;
 
@@ -238,19 +258,22 @@ class Connection : public std::enable_shared_from_this<Connection> {
   int store_ops_in_flight_ = 0;
 };
 
-void Connection::fail_and_close(Errc code, std::string message) {
+template <class Transport>
+void Connection<Transport>::fail_and_close(Errc code, std::string message) {
   send_control(serialize(ControlFrame{ErrorFrame{code, message}}));
   begin_close(close_code_for(code).value_or(close_code::bad_request), std::string(to_string(code)));
 }
 
-void Connection::begin_close(std::uint16_t code, std::string reason) {
+template <class Transport>
+void Connection<Transport>::begin_close(std::uint16_t code, std::string reason) {
   if (closed_ || close_after_writes_) return;
   if (phase_ != Phase::closing) phase_ = Phase::closing;
   close_after_writes_ = {code, std::move(reason)};
   pump_writes();
 }
 
-void Connection::enqueue_live(std::shared_ptr<const std::string> frame) {
+template <class Transport>
+void Connection<Transport>::enqueue_live(std::shared_ptr<const std::string> frame) {
   if (closed_ || close_after_writes_) {
     // Too late for this connection: keep the envelope for the agent's next connection.
     relay_.keep_for_later(std::move(frame));
@@ -278,7 +301,8 @@ void Connection::enqueue_live(std::shared_ptr<const std::string> frame) {
   pump_writes();
 }
 
-void Connection::pump_writes() {
+template <class Transport>
+void Connection<Transport>::pump_writes() {
   if (writing_ || closed_) return;
   if (queue_.empty()) {
     if (close_after_writes_) {
@@ -312,12 +336,14 @@ void Connection::pump_writes() {
   });
 }
 
-void Connection::undeliverable(std::optional<Uuid> id, Errc code, std::optional<std::int64_t> retry_after_ms) {
+template <class Transport>
+void Connection<Transport>::undeliverable(std::optional<Uuid> id, Errc code, std::optional<std::int64_t> retry_after_ms) {
   relay_.metrics.count_refused(code);
   send_control(serialize(ControlFrame{Undeliverable{id, code, retry_after_ms}}));
 }
 
-net::awaitable<void> Connection::run(http::request<http::string_body> upgrade) {
+template <class Transport>
+net::awaitable<void> Connection<Transport>::run(http::request<http::string_body> upgrade) {
   auto self = shared_from_this();
   relay_.metrics.connections.fetch_add(1, std::memory_order_relaxed);
   relay_.metrics.connections_total.fetch_add(1, std::memory_order_relaxed);
@@ -366,7 +392,8 @@ net::awaitable<void> Connection::run(http::request<http::string_body> upgrade) {
   teardown();
 }
 
-net::awaitable<void> Connection::heartbeat_loop() {
+template <class Transport>
+net::awaitable<void> Connection<Transport>::heartbeat_loop() {
   // protocol §6: a WebSocket ping every heartbeat_ms; a connection silent for three intervals is
   // presumed dead and closed at the TCP level.
   auto self = shared_from_this();
@@ -386,7 +413,8 @@ net::awaitable<void> Connection::heartbeat_loop() {
   }
 }
 
-void Connection::handle_frame(std::string text) {
+template <class Transport>
+void Connection<Transport>::handle_frame(std::string text) {
   if (phase_ == Phase::hello) {
     auto hello = parse_hello(text);
     if (!hello) {
@@ -484,16 +512,17 @@ void Connection::handle_frame(std::string text) {
   }
 }
 
-void Connection::on_authenticated(bool resumed) {
+template <class Transport>
+void Connection<Transport>::on_authenticated(bool resumed) {
   (void)resumed;
   auth_timer_.cancel();
   phase_ = Phase::replaying;
-  connected_at_ms_ = wall_ms();
-  last_seen_ms_.store(connected_at_ms_, std::memory_order_relaxed);
+  connected_at_ms_.store(wall_ms(), std::memory_order_relaxed);
+  last_seen_ms_.store(connected_at_ms(), std::memory_order_relaxed);
   ws_.read_message_max(static_cast<std::size_t>(relay_.config.max_envelope_bytes));
   // One connection per agent: a newer one replaces the older (4009), whose teardown never
   // removes the new one (relay.md "Routing").
-  std::shared_ptr<Connection> previous;
+  std::shared_ptr<ConnectionBase> previous;
   {
     std::unique_lock lock(relay_.routes_mutex);
     auto& slot = relay_.routes[agent_];
@@ -520,7 +549,8 @@ void Connection::on_authenticated(bool resumed) {
   });
 }
 
-void Connection::request_stored_batch() {
+template <class Transport>
+void Connection<Transport>::request_stored_batch() {
   if (phase_ != Phase::replaying || replay_requested_) return;
   if (replay_remaining_ <= 0) {
     // Replay done: release the live frames held meanwhile, in their order.
@@ -550,7 +580,8 @@ void Connection::request_stored_batch() {
   });
 }
 
-void Connection::handle_control(std::string_view text) {
+template <class Transport>
+void Connection<Transport>::handle_control(std::string_view text) {
   auto frame = parse_client_frame(text, limits::max_control_frame_bytes);
   if (!frame) {
     fail_and_close(Errc::bad_request, frame.error().message);
@@ -567,7 +598,8 @@ void Connection::handle_control(std::string_view text) {
   }
 }
 
-void Connection::handle_envelope(std::shared_ptr<const std::string> frame) {
+template <class Transport>
+void Connection<Transport>::handle_envelope(std::shared_ptr<const std::string> frame) {
   const std::int64_t started = steady_ns();
   std::optional<Uuid> readable_id;
   auto header = scan_routing_header(*frame, static_cast<std::size_t>(relay_.config.max_envelope_bytes), &readable_id);
@@ -619,7 +651,8 @@ void Connection::handle_envelope(std::shared_ptr<const std::string> frame) {
   });
 }
 
-void Connection::finish_store(const Uuid& id, Status result) {
+template <class Transport>
+void Connection<Transport>::finish_store(const Uuid& id, Status result) {
   --store_ops_in_flight_;
   if (result.ok()) {
     relay_.metrics.envelopes_stored.fetch_add(1, std::memory_order_relaxed);
@@ -631,7 +664,8 @@ void Connection::finish_store(const Uuid& id, Status result) {
   }
 }
 
-void Connection::teardown() {
+template <class Transport>
+void Connection<Transport>::teardown() {
   closed_ = true;
   auth_timer_.cancel();
   heartbeat_timer_.cancel();
@@ -779,19 +813,62 @@ void RelayServer::Impl::apply_revocation(const AgentId& agent) {
   if (auto connection = route(agent)) connection->close_with(close_code::revoked, "revoked");
 }
 
+// The client's address for per-IP limits: the peer, or — when the peer is a trusted reverse
+// proxy — the rightmost X-Forwarded-For entry that is not itself a trusted proxy (relay.md).
+std::string client_address(const RelayConfig& config, const std::string& peer_ip, std::string_view forwarded_for) {
+  if (forwarded_for.empty() || !config.is_trusted_proxy(peer_ip)) return peer_ip;
+  std::string_view rest = forwarded_for;
+  while (!rest.empty()) {
+    const auto comma = rest.rfind(',');
+    std::string_view entry = comma == std::string_view::npos ? rest : rest.substr(comma + 1);
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(0, comma);
+    while (!entry.empty() && entry.front() == ' ') entry.remove_prefix(1);
+    while (!entry.empty() && entry.back() == ' ') entry.remove_suffix(1);
+    if (entry.empty()) continue;
+    const std::string candidate(entry);
+    if (!config.is_trusted_proxy(candidate)) return candidate;
+  }
+  return peer_ip;
+}
+
 net::awaitable<void> RelayServer::Impl::serve_http(tcp::socket socket) {
   const auto accepted = std::chrono::steady_clock::now();
   beast::error_code ignored;
   const std::string peer_ip = socket.remote_endpoint(ignored).address().to_string();
-  beast::tcp_stream stream(std::move(socket));
+  if (!tls) {
+    co_await serve_stream(beast::tcp_stream(std::move(socket)), peer_ip, accepted);
+    co_return;
+  }
+  beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)), *tls);
+  // The TLS handshake counts against the auth deadline, like everything before `welcome`.
+  beast::get_lowest_layer(stream).expires_at(accepted + std::chrono::milliseconds(config.auth_timeout_ms));
+  auto [ec] = co_await stream.async_handshake(net::ssl::stream_base::server, use_tuple);
+  if (ec) co_return;
+  co_await serve_stream(std::move(stream), peer_ip, accepted);
+}
+
+template <class Transport>
+net::awaitable<void> RelayServer::Impl::serve_stream(Transport stream, std::string peer_ip,
+                                                     std::chrono::steady_clock::time_point accepted) {
   beast::flat_buffer buffer;
   for (;;) {
     http::request_parser<http::string_body> parser;
+    parser.header_limit(16 * 1024);
     parser.body_limit(64 * 1024);  // HTTP bodies here are revocations: small
-    stream.expires_after(std::chrono::milliseconds(config.auth_timeout_ms));
+    beast::get_lowest_layer(stream).expires_after(std::chrono::milliseconds(config.auth_timeout_ms));
     auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple);
     if (ec) co_return;
     auto request = parser.release();
+    const std::string client_ip = client_address(config, peer_ip, request["X-Forwarded-For"]);
+    if (client_ip != peer_ip) {
+      // Behind a trusted proxy the accept-time limit saw the proxy; apply it to the client now.
+      bool allowed = true;
+      {
+        std::lock_guard lock(ip_mutex);
+        allowed = ip_connects->take(ip_rate_key(client_ip), wall_ms()).allowed();
+      }
+      if (!allowed) co_return;
+    }
     if (websocket::is_upgrade(request)) {
       const std::string_view target = request.target();
       if (target != "/relay/ws" || draining.load()) {
@@ -802,12 +879,13 @@ net::awaitable<void> RelayServer::Impl::serve_http(tcp::socket socket) {
         co_await http::async_write(stream, response, use_tuple);
         co_return;
       }
-      stream.expires_never();
-      auto connection = std::make_shared<Connection>(*this, Connection::Stream(std::move(stream)), peer_ip, accepted);
+      beast::get_lowest_layer(stream).expires_never();
+      using Conn = Connection<Transport>;
+      auto connection = std::make_shared<Conn>(*this, typename Conn::Stream(std::move(stream)), client_ip, accepted);
       co_await connection->run(std::move(request));
       co_return;
     }
-    auto response = handle_http(request, peer_ip);
+    auto response = handle_http(request, client_ip);
     response.keep_alive(request.keep_alive());
     auto [write_ec, written] = co_await http::async_write(stream, response, use_tuple);
     if (write_ec || !response.keep_alive()) co_return;
@@ -889,6 +967,18 @@ Status RelayServer::start() {
   s.metrics.store_depth.store(s.store->stored_messages());
   s.metrics.store_bytes.store(s.store->store_bytes());
 
+  if (s.config.tls_enabled()) {
+    s.tls.emplace(net::ssl::context::tls_server);
+    s.tls->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                       net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 | net::ssl::context::no_tlsv1_1 |
+                       net::ssl::context::single_dh_use);
+    beast::error_code tls_ec;
+    s.tls->use_certificate_chain_file(s.config.tls_cert.string(), tls_ec);
+    if (tls_ec) return fail(Errc::bad_request, "tls_cert " + s.config.tls_cert.string() + ": " + tls_ec.message());
+    s.tls->use_private_key_file(s.config.tls_key.string(), net::ssl::context::pem, tls_ec);
+    if (tls_ec) return fail(Errc::bad_request, "tls_key " + s.config.tls_key.string() + ": " + tls_ec.message());
+  }
+
   beast::error_code ec;
   const auto address = net::ip::make_address(s.config.listen.host, ec);
   if (ec) return fail(Errc::bad_request, "listen: invalid address \"" + s.config.listen.host + "\"");
@@ -900,6 +990,8 @@ Status RelayServer::start() {
   if (!ec) s.acceptor->listen(net::socket_base::max_listen_connections, ec);
   if (ec) return fail(Errc::internal, "listen on " + s.config.listen.authority(s.config.listen.port) + ": " + ec.message());
   const auto bound = s.acceptor->local_endpoint();
+  // The first stdout line keeps the spec's "listening http://" form even with TLS (tests and
+  // scripts parse it); the relay_id says wss://.
   s.listening = "http://" + s.config.listen.authority(bound.port());
   s.relay_id_text = s.config.relay_id(bound.port());
   s.store_thread = std::thread([&s] { s.store_ioc.run(); });
@@ -926,7 +1018,7 @@ void RelayServer::drain() {
     s.acceptor->close(ignored);
     {
       std::lock_guard lock(s.connections_mutex);
-      for (Connection* connection : s.connections) connection->close_with(close_code::draining, "draining");
+      for (ConnectionBase* connection : s.connections) connection->close_with(close_code::draining, "draining");
     }
     // Exit once every connection is gone, or at drain_timeout_s whatever remains.
     auto deadline = std::make_shared<std::chrono::steady_clock::time_point>(

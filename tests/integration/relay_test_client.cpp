@@ -1,7 +1,10 @@
 #include "relay_test_client.hpp"
 
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/ssl.hpp>
+#include <variant>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/json.hpp>
@@ -19,7 +22,14 @@ using tcp = net::ip::tcp;
 
 struct RelayTestClient::Impl {
   net::io_context ioc;
-  websocket::stream<beast::tcp_stream> ws{ioc};
+  net::ssl::context tls_context{net::ssl::context::tls_client};
+  using Plain = websocket::stream<beast::tcp_stream>;
+  using Tls = websocket::stream<beast::ssl_stream<beast::tcp_stream>>;
+  std::variant<Plain, Tls> stream{std::in_place_type<Plain>, ioc};
+  template <class F>
+  decltype(auto) with(F&& f) {
+    return std::visit(std::forward<F>(f), stream);
+  }
   beast::flat_buffer buffer;
   bool reading = false;
   bool read_done = false;
@@ -28,33 +38,50 @@ struct RelayTestClient::Impl {
 
 RelayTestClient::RelayTestClient() : impl_(std::make_unique<Impl>()) {}
 RelayTestClient::~RelayTestClient() {
-  beast::error_code ignored;
-  beast::get_lowest_layer(impl_->ws).socket().close(ignored);
+  impl_->with([](auto& ws) {
+    beast::error_code ignored;
+    beast::get_lowest_layer(ws).socket().close(ignored);
+  });
 }
 
-Status RelayTestClient::connect(int port, const std::string& path) {
-  beast::error_code ec;
-  auto& tcp_stream = beast::get_lowest_layer(impl_->ws);
-  tcp_stream.expires_after(std::chrono::seconds(5));
-  tcp_stream.socket().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)), ec);
-  if (ec) return fail(Errc::unreachable, "connect: " + ec.message());
-  impl_->ws.handshake("127.0.0.1:" + std::to_string(port), path, ec);
-  if (ec) return fail(Errc::unreachable, "websocket handshake: " + ec.message());
-  impl_->ws.read_message_max(64 * 1024 * 1024);
-  return {};
+Status RelayTestClient::connect(int port, const std::string& path, const std::string& trusted_cert_file) {
+  Impl& s = *impl_;
+  if (!trusted_cert_file.empty()) {
+    s.tls_context.load_verify_file(trusted_cert_file);
+    s.tls_context.set_verify_mode(net::ssl::verify_peer);
+    s.stream.emplace<Impl::Tls>(s.ioc, s.tls_context);
+  }
+  return s.with([&](auto& ws) -> Status {
+    beast::error_code ec;
+    auto& tcp_stream = beast::get_lowest_layer(ws);
+    tcp_stream.socket().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)), ec);
+    if (ec) return fail(Errc::unreachable, "connect: " + ec.message());
+    if constexpr (std::is_same_v<std::decay_t<decltype(ws)>, Impl::Tls>) {
+      ws.next_layer().handshake(net::ssl::stream_base::client, ec);
+      if (ec) return fail(Errc::unreachable, "TLS handshake: " + ec.message());
+    }
+    ws.handshake("127.0.0.1:" + std::to_string(port), path, ec);
+    if (ec) return fail(Errc::unreachable, "websocket handshake: " + ec.message());
+    ws.read_message_max(64 * 1024 * 1024);
+    return {};
+  });
 }
 
 void RelayTestClient::send(const std::string& text) {
-  beast::error_code ec;
-  impl_->ws.text(true);
-  impl_->ws.write(net::buffer(text), ec);
+  impl_->with([&](auto& ws) {
+    beast::error_code ec;
+    ws.text(true);
+    ws.write(net::buffer(text), ec);
+  });
 }
 
 void RelayTestClient::send_binary(const std::string& bytes) {
-  beast::error_code ec;
-  impl_->ws.binary(true);
-  impl_->ws.write(net::buffer(bytes), ec);
-  impl_->ws.text(true);
+  impl_->with([&](auto& ws) {
+    beast::error_code ec;
+    ws.binary(true);
+    ws.write(net::buffer(bytes), ec);
+    ws.text(true);
+  });
 }
 
 Received RelayTestClient::receive(std::chrono::milliseconds timeout) {
@@ -62,9 +89,11 @@ Received RelayTestClient::receive(std::chrono::milliseconds timeout) {
   if (!s.reading) {
     s.reading = true;
     s.read_done = false;
-    s.ws.async_read(s.buffer, [&s](beast::error_code ec, std::size_t) {
-      s.read_done = true;
-      s.read_ec = ec;
+    s.with([&s](auto& ws) {
+      ws.async_read(s.buffer, [&s](beast::error_code ec, std::size_t) {
+        s.read_done = true;
+        s.read_ec = ec;
+      });
     });
   }
   s.ioc.restart();
@@ -76,7 +105,7 @@ Received RelayTestClient::receive(std::chrono::milliseconds timeout) {
   }
   s.reading = false;
   if (s.read_ec == websocket::error::closed) {
-    out.close = s.ws.reason().code;
+    out.close = s.with([](auto& ws) { return static_cast<std::uint16_t>(ws.reason().code); });
   } else if (s.read_ec) {
     out.connection_lost = true;
   } else {
@@ -87,14 +116,18 @@ Received RelayTestClient::receive(std::chrono::milliseconds timeout) {
 }
 
 void RelayTestClient::close(std::uint16_t code) {
-  beast::error_code ec;
-  impl_->ws.close(websocket::close_reason(code), ec);
+  impl_->with([&](auto& ws) {
+    beast::error_code ec;
+    ws.close(websocket::close_reason(code), ec);
+  });
 }
 
 void RelayTestClient::drop() {
-  beast::error_code ec;
-  beast::get_lowest_layer(impl_->ws).socket().shutdown(tcp::socket::shutdown_both, ec);
-  beast::get_lowest_layer(impl_->ws).socket().close(ec);
+  impl_->with([](auto& ws) {
+    beast::error_code ec;
+    beast::get_lowest_layer(ws).socket().shutdown(tcp::socket::shutdown_both, ec);
+    beast::get_lowest_layer(ws).socket().close(ec);
+  });
 }
 
 Result<std::string> RelayTestClient::authenticate(const KeyPair& key, const std::string& relay_id,

@@ -27,15 +27,15 @@ class RelayTestClient {
   RelayTestClient(const RelayTestClient&) = delete;
   RelayTestClient& operator=(const RelayTestClient&) = delete;
 
-  // TCP + WebSocket handshake to ws://127.0.0.1:<port><path>. Errors name the failure.
-  [[nodiscard]] Status connect(int port, const std::string& path = "/relay/ws");
+  // TCP + WebSocket handshake to ws://127.0.0.1:<port><path>, or wss:// verifying the server
+  // against `trusted_cert_file` when it is given. Errors name the failure.
+  [[nodiscard]] Status connect(int port, const std::string& path = "/relay/ws", const std::string& trusted_cert_file = "");
   void send(const std::string& text);
   void send_binary(const std::string& bytes);
   [[nodiscard]] Received receive(std::chrono::milliseconds timeout = std::chrono::seconds(5));
   void close(std::uint16_t code = 1000);
   // Closes the TCP connection without a WebSocket close (a crashed client).
   void drop();
-  // Stops reading (for slow-consumer tests): nothing is read until receive() is called again.
 
   // hello → challenge → auth → welcome. Returns the welcome frame text, or an error saying which
   // step failed (with the relay's error frame / close code).

@@ -498,6 +498,31 @@ TEST_F(RelayTest, KillNineLosesNothingAnsweredQueued) {
   EXPECT_EQ(again->buffered, 0) << "acked envelopes are not delivered again";
 }
 
+TEST_F(RelayTest, TlsWithASelfSignedCertificate) {
+  const auto dir = std::filesystem::temp_directory_path() / ("relay-tls-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string cert = (dir / "cert.pem").string(), key_file = (dir / "key.pem").string();
+  const std::string command = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 "
+                              "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -keyout " + key_file +
+                              " -out " + cert + " 2>/dev/null";
+  ASSERT_EQ(std::system(command.c_str()), 0) << "openssl could not make a certificate";
+  start({"--tls-cert", cert, "--tls-key", key_file});
+  relay_id_ = "wss://127.0.0.1:" + std::to_string(port_) + "/relay/ws";
+  const KeyPair alice = key(1), bob = key(2);
+  RelayTestClient a, b;
+  ASSERT_TRUE(a.connect(port_, "/relay/ws", cert).ok());
+  ASSERT_TRUE(b.connect(port_, "/relay/ws", cert).ok());
+  ASSERT_TRUE(a.authenticate(alice, relay_id_).ok()) << "the relay_id is wss://";
+  ASSERT_TRUE(b.authenticate(bob, relay_id_).ok());
+  const std::string frame = envelope(alice, bob.agent_id());
+  a.send(frame);
+  EXPECT_EQ(*b.receive().text, frame);
+  // A plaintext client gets nowhere on a TLS port.
+  RelayTestClient plain;
+  EXPECT_FALSE(plain.connect(port_).ok());
+  std::filesystem::remove_all(dir);
+}
+
 TEST(RelayConfigCli, UnknownConfigKeyIsNamed) {
   const auto dir = std::filesystem::temp_directory_path() / ("relay-cfg-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
