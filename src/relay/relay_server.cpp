@@ -252,6 +252,7 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
   std::int64_t replay_cursor_ = 0;
   std::int64_t replay_remaining_ = 0;
   bool replay_requested_ = false;
+  bool welcome_sent_ = false;
   std::deque<std::shared_ptr<const std::string>> held_live_;
   std::size_t held_live_bytes_ = 0;
 
@@ -542,6 +543,7 @@ void Connection<Transport>::on_authenticated(bool resumed) {
     self->live_ready.store(true);
     net::post(self->ws_.get_executor(), [self, token_text, buffered] {
       self->replay_remaining_ = buffered;
+      self->welcome_sent_ = true;
       self->send_control(serialize(ControlFrame{Welcome{kProtocolVersion, token_text, self->relay_.config.heartbeat_ms,
                                                         buffered}}));
       self->request_stored_batch();
@@ -551,7 +553,9 @@ void Connection<Transport>::on_authenticated(bool resumed) {
 
 template <class Transport>
 void Connection<Transport>::request_stored_batch() {
-  if (phase_ != Phase::replaying || replay_requested_) return;
+  // Not before `welcome` has been queued: until then replay_remaining_ is not known, and a write
+  // completing in between (the challenge) must not end a replay that has not begun.
+  if (phase_ != Phase::replaying || !welcome_sent_ || replay_requested_) return;
   if (replay_remaining_ <= 0) {
     // Replay done: release the live frames held meanwhile, in their order.
     phase_ = Phase::live;

@@ -277,6 +277,12 @@ TEST_F(RelayTest, HealthStatusAndMetrics) {
   auto metrics = http_request(port_, "GET", "/metrics");
   EXPECT_EQ(metrics.status, 200);
   EXPECT_NE(metrics.body.find("agent_mesh_relay_auth_total{result=\"ok\"} 1"), std::string::npos);
+  // The exposition passes Prometheus' own checker (promtool comes with Debian's prometheus).
+  const auto metrics_file = data_dir_ / "metrics.txt";
+  std::ofstream(metrics_file) << metrics.body;
+  const std::string check = "promtool check metrics < " + metrics_file.string() + " > " +
+                            (data_dir_ / "promtool.out").string() + " 2>&1";
+  EXPECT_EQ(std::system(check.c_str()), 0) << std::ifstream(data_dir_ / "promtool.out").rdbuf();
   EXPECT_EQ(http_request(port_, "GET", "/status?agents=1").status, 401);
   EXPECT_EQ(http_request(port_, "GET", "/nowhere").status, 404);
 }
