@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "relay/relay_config.hpp"
+#include "relay/relay_log.hpp"
 #include "relay/relay_server.hpp"
 
 int main(int argc, char** argv) {
@@ -29,6 +30,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  init_logging(loaded->config);
   RelayServer server(loaded->config);
   if (auto started = server.start(); !started) {
     std::cerr << "agent-mesh-relay: " << started.error().message << "\n";
@@ -36,12 +38,11 @@ int main(int argc, char** argv) {
   }
   // The first stdout line, so tests and scripts can use port 0 (spec README).
   std::cout << "listening " << server.listening_url() << std::endl;
-  std::cerr << "agent-mesh-relay: relay_id " << server.relay_id() << std::endl;
 
   std::thread signal_thread([&server, signals] {
     int received = 0;
     sigwait(&signals, &received);
-    std::cerr << "agent-mesh-relay: signal " << received << ", draining" << std::endl;
+    log_event(LogLevel::info, "relay.signal", {{"signal", std::to_string(received)}});
     server.drain();
   });
   signal_thread.detach();

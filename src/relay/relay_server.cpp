@@ -38,6 +38,7 @@
 #include "agent_mesh/version.hpp"
 #include "offline_store.hpp"
 #include "rate_limiter.hpp"
+#include "relay_log.hpp"
 #include "relay_metrics.hpp"
 
 namespace agent_mesh::relay {
@@ -261,6 +262,8 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
 
 template <class Transport>
 void Connection<Transport>::fail_and_close(Errc code, std::string message) {
+  log_event(code == Errc::bad_request ? LogLevel::info : LogLevel::warn, "connection.refused",
+            {{"ip", peer_ip_}, {"agent", agent_.str()}, {"code", std::string(to_string(code))}, {"reason", message}});
   send_control(serialize(ControlFrame{ErrorFrame{code, message}}));
   begin_close(close_code_for(code).value_or(close_code::bad_request), std::string(to_string(code)));
 }
@@ -285,6 +288,7 @@ void Connection<Transport>::enqueue_live(std::shared_ptr<const std::string> fram
     held_live_.push_back(std::move(frame));
     if (held_live_bytes_ > static_cast<std::size_t>(relay_.config.write_queue_bytes)) {
       relay_.metrics.write_queue_drops.fetch_add(1, std::memory_order_relaxed);
+      log_event(LogLevel::warn, "connection.slow_consumer", {{"agent", agent_.str()}, {"ip", peer_ip_}});
       begin_close(close_code::slow_consumer, "slow_consumer");
     }
     return;
@@ -295,6 +299,7 @@ void Connection<Transport>::enqueue_live(std::shared_ptr<const std::string> fram
     // relay.md: a slow reader never stalls anyone else; past the bound it is cut with 4010 and
     // what it could not be sent is stored (teardown does that).
     relay_.metrics.write_queue_drops.fetch_add(1, std::memory_order_relaxed);
+    log_event(LogLevel::warn, "connection.slow_consumer", {{"agent", agent_.str()}, {"ip", peer_ip_}});
     begin_close(close_code::slow_consumer, "slow_consumer");
     return;
   }
@@ -515,7 +520,8 @@ void Connection<Transport>::handle_frame(std::string text) {
 
 template <class Transport>
 void Connection<Transport>::on_authenticated(bool resumed) {
-  (void)resumed;
+  log_event(LogLevel::info, "connection.authenticated",
+            {{"agent", agent_.str()}, {"ip", peer_ip_}, {"resumed", resumed ? "true" : "false"}});
   auth_timer_.cancel();
   phase_ = Phase::replaying;
   connected_at_ms_.store(wall_ms(), std::memory_order_relaxed);
@@ -683,6 +689,8 @@ void Connection<Transport>::teardown() {
     }
   }
   if (was_routed) relay_.metrics.agents_online.fetch_sub(1, std::memory_order_relaxed);
+  log_event(LogLevel::info, "connection.closed",
+            {{"ip", peer_ip_}, {"agent", agent_.str()}, {"unsent", std::to_string(queue_.size() + held_live_.size())}});
   // Live frames this connection could not send are kept for the agent's next connection.
   std::vector<std::shared_ptr<const std::string>> unsent;
   for (auto& out : queue_) {
@@ -814,6 +822,7 @@ void RelayServer::Impl::apply_revocation(const AgentId& agent) {
     std::unique_lock lock(revoked_mutex);
     revoked.insert(agent);
   }
+  log_event(LogLevel::warn, "revocation.applied", {{"agent", agent.str()}});
   if (auto connection = route(agent)) connection->close_with(close_code::revoked, "revoked");
 }
 
@@ -999,6 +1008,9 @@ Status RelayServer::start() {
   s.listening = "http://" + s.config.listen.authority(bound.port());
   s.relay_id_text = s.config.relay_id(bound.port());
   s.store_thread = std::thread([&s] { s.store_ioc.run(); });
+  log_event(LogLevel::info, "relay.started",
+            {{"listen", s.listening}, {"relay_id", s.relay_id_text}, {"stored", std::to_string(s.store->stored_messages())},
+             {"revoked", std::to_string(s.revoked.size())}});
   s.accept_loop();
   s.expire_store_periodically(std::make_shared<net::steady_timer>(s.ioc));
   return {};
@@ -1017,6 +1029,7 @@ void RelayServer::run(unsigned threads) {
 void RelayServer::drain() {
   Impl& s = *impl_;
   if (s.draining.exchange(true)) return;
+  log_event(LogLevel::info, "relay.draining", {{"timeout_s", std::to_string(s.config.drain_timeout_s)}});
   net::post(s.ioc, [&s] {
     beast::error_code ignored;
     s.acceptor->close(ignored);
