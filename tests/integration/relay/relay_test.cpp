@@ -529,6 +529,30 @@ TEST_F(RelayTest, TlsWithASelfSignedCertificate) {
   std::filesystem::remove_all(dir);
 }
 
+TEST_F(RelayTest, AdminTokenRevokesAndListsAgents) {
+  const auto dir = std::filesystem::temp_directory_path() / ("relay-admin-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto token_file = dir / "admin-token";
+  std::ofstream(token_file) << "s3cret-admin-token\n";
+  start({"--admin-token-file", token_file.string()});
+  const KeyPair bob = key(2);
+  auto b = connected(bob);
+  auto listed = http_request(port_, "GET", "/status?agents=1", "", "Bearer s3cret-admin-token");
+  ASSERT_EQ(listed.status, 200) << listed.body;
+  const auto agents = boost::json::parse(listed.body).at("agents").as_array();
+  ASSERT_EQ(agents.size(), 1u);
+  EXPECT_EQ(agents[0].at("agent_id").as_string(), bob.agent_id().str());
+  EXPECT_EQ(http_request(port_, "GET", "/status?agents=1", "", "Bearer wrong").status, 401);
+  const std::string admin_revocation = R"({"agent_id":")" + bob.agent_id().str() +
+                                       R"(","reason":"lost laptop","timestamp":)" + std::to_string(now_ms()) + "}";
+  EXPECT_EQ(http_request(port_, "POST", "/revocations", admin_revocation, "Bearer wrong").status, 401);
+  EXPECT_EQ(http_request(port_, "POST", "/revocations", admin_revocation).status, 400) << "unsigned needs the token";
+  auto revoked = http_request(port_, "POST", "/revocations", admin_revocation, "Bearer s3cret-admin-token");
+  EXPECT_EQ(revoked.status, 200) << revoked.body;
+  EXPECT_EQ(b->receive().close, 4003);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(RelayConfigCli, UnknownConfigKeyIsNamed) {
   const auto dir = std::filesystem::temp_directory_path() / ("relay-cfg-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
