@@ -363,6 +363,14 @@ net::awaitable<void> Connection<Transport>::run(http::request<http::string_body>
     response.set(http::field::server, std::string("agent-mesh-relay/") + std::string(kVersion));
   }));
   beast::get_lowest_layer(ws_).expires_never();
+  // Beast's handshake timeout bounds the opening and the closing handshake: a peer that never
+  // answers our close frame (e.g. one that stopped reading) is cut at the TCP level after 2 s, so
+  // closes and drains never wait on it.
+  websocket::stream_base::timeout timeouts{};
+  timeouts.handshake_timeout = std::chrono::seconds(2);
+  timeouts.idle_timeout = websocket::stream_base::none();  // the heartbeat loop handles idleness
+  timeouts.keep_alive_pings = false;
+  ws_.set_option(timeouts);
   auth_timer_.expires_at(accepted_ + std::chrono::milliseconds(relay_.config.auth_timeout_ms));
   auth_timer_.async_wait([weak = weak_from_this()](beast::error_code ec) {
     auto connection = weak.lock();

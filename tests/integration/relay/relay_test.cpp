@@ -308,6 +308,18 @@ TEST_F(RelayTest, SelfSignedRevocationClosesAndRefuses) {
   forged.agent_id = key(3).agent_id();
   forged.signature.reset();
   EXPECT_EQ(http_request(port_, "POST", "/revocations", forged.serialize()).status, 400);
+  // Revocations survive a restart.
+  relay_->signal(SIGTERM);
+  ASSERT_EQ(relay_->wait_exit(std::chrono::seconds(12)), 0);
+  relay_ = std::make_unique<ChildProcess>(binary_path("agent-mesh-relay"),
+                                          std::vector<std::string>{"--listen", "127.0.0.1:0", "--data-dir", data_dir_.string()});
+  port_ = relay_->wait_listening();
+  ASSERT_GT(port_, 0);
+  RelayTestClient after_restart;
+  ASSERT_TRUE(after_restart.connect(port_).ok());
+  after_restart.send(R"({"type":"hello","v":1,"agent_id":")" + bob.agent_id().str() + "\"}");
+  EXPECT_EQ(parse(after_restart.receive()).at("code"), "revoked");
+  EXPECT_EQ(after_restart.receive().close, 4003);
 }
 
 TEST_F(RelayTest, SigtermDrainsClientsWith1001AndExits) {
