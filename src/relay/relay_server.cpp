@@ -52,8 +52,18 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
 namespace {
 
+// Store operations one connection may have queued before it is told to retry, and in all: the
+// store thread commits a few thousand envelopes per second, so these bound its queue to seconds.
+constexpr int kMaxStoreOpsPerConnection = 256;
+constexpr std::int64_t kMaxStoreBacklog = 20000;
+
 std::int64_t wall_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+// Rate limiters need a clock that never steps back (rate_limiter.hpp).
+std::int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 std::int64_t steady_ns() {
@@ -114,6 +124,7 @@ struct RelayServer::Impl {
   std::string admin_token;
   std::int64_t started_ms = wall_ms();
   std::atomic<bool> draining{false};
+  std::atomic<std::int64_t> store_backlog{0};  // store operations queued by connections
 
   // Routing table: agent ID → its one authenticated connection (relay.md "Routing").
   std::shared_mutex routes_mutex;
@@ -206,14 +217,31 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
   const AgentId& agent() const noexcept { return agent_; }
 
  private:
+  // Live envelopes count against write_queue_bytes; the relay's own answers against a bound of the
+  // same size (a client that never reads cannot grow them without end); frames fed from the store
+  // do not count (relay.md).
+  enum class Kind : std::uint8_t { control, live, replay };
   struct Outgoing {
     std::shared_ptr<const std::string> frame;
-    bool stored = false;  // fed from the store: not counted against write_queue_bytes
-    std::optional<Uuid> stored_id;
+    Kind kind = Kind::control;
   };
 
   void send_control(std::string frame) {
-    queue_.push_back({std::make_shared<const std::string>(std::move(frame)), true, std::nullopt});
+    if (closed_ || close_after_writes_) return;
+    // Nothing may precede `welcome` once authenticated (answers to envelopes sent before the
+    // client saw it wait until it is queued).
+    if (phase_ == Phase::replaying && !welcome_sent_) {
+      before_welcome_.push_back(std::move(frame));
+      return;
+    }
+    queued_control_bytes_ += frame.size();
+    queue_.push_back({std::make_shared<const std::string>(std::move(frame)), Kind::control});
+    if (queued_control_bytes_ > static_cast<std::size_t>(relay_.config.write_queue_bytes)) {
+      relay_.metrics.write_queue_drops.fetch_add(1, std::memory_order_relaxed);
+      log_event(LogLevel::warn, "connection.slow_consumer", {{"agent", agent_.str()}, {"ip", peer_ip_}});
+      begin_close(close_code::slow_consumer, "slow_consumer");
+      return;
+    }
     pump_writes();
   }
   void fail_and_close(Errc code, std::string message);
@@ -228,6 +256,7 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
   void handle_envelope(std::shared_ptr<const std::string> frame);
   void undeliverable(std::optional<Uuid> id, Errc code, std::optional<std::int64_t> retry_after_ms = std::nullopt);
   void teardown();
+  void leave_routes();
   net::awaitable<void> heartbeat_loop();
 
   RelayServer::Impl& relay_;
@@ -245,7 +274,13 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
 
   std::deque<Outgoing> queue_;
   std::size_t queued_live_bytes_ = 0;
+  std::size_t queued_control_bytes_ = 0;
+  std::deque<std::string> before_welcome_;
   bool writing_ = false;
+  bool ws_open_ = false;      // async_accept completed: WebSocket frames may be written
+  bool ping_pending_ = false;
+  bool torn_down_ = false;
+  net::steady_timer close_timer_{ws_.get_executor()};
   std::optional<std::pair<std::uint16_t, std::string>> close_after_writes_;
   bool closed_ = false;
 
@@ -271,9 +306,61 @@ void Connection<Transport>::fail_and_close(Errc code, std::string message) {
 template <class Transport>
 void Connection<Transport>::begin_close(std::uint16_t code, std::string reason) {
   if (closed_ || close_after_writes_) return;
-  if (phase_ != Phase::closing) phase_ = Phase::closing;
+  phase_ = Phase::closing;
+  if (!ws_open_) {
+    // Before the WebSocket handshake completed nothing may be written: close the TCP connection.
+    closed_ = true;
+    beast::error_code ignored;
+    beast::get_lowest_layer(ws_).socket().close(ignored);
+    return;
+  }
   close_after_writes_ = {code, std::move(reason)};
+  // Leave the routing table now, so nothing more is routed here while the close completes, and
+  // hand the live frames not yet started to the agent's next connection or the store. Frames fed
+  // from the store stay there until acked. Our own answers (e.g. the error frame before this close)
+  // still go out first.
+  leave_routes();
+  std::deque<Outgoing> keep;
+  for (std::size_t i = 0; i < queue_.size(); ++i) {
+    Outgoing& out = queue_[i];
+    const bool in_flight = i == 0 && writing_;
+    if (in_flight || out.kind == Kind::control) {
+      keep.push_back(std::move(out));
+    } else if (out.kind == Kind::live) {
+      relay_.keep_for_later(std::move(out.frame));
+    }
+  }
+  queue_ = std::move(keep);
+  queued_live_bytes_ = 0;
+  for (auto& frame : held_live_) relay_.keep_for_later(std::move(frame));
+  held_live_.clear();
+  held_live_bytes_ = 0;
+  // A peer that stops reading never lets the close go out: cut the TCP connection after 2 s.
+  close_timer_.expires_after(std::chrono::seconds(2));
+  close_timer_.async_wait([weak = this->weak_from_this()](beast::error_code ec) {
+    auto connection = weak.lock();
+    if (ec || !connection || connection->closed_) return;
+    connection->closed_ = true;
+    beast::error_code ignored;
+    beast::get_lowest_layer(connection->ws_).socket().close(ignored);
+  });
   pump_writes();
+}
+
+template <class Transport>
+void Connection<Transport>::leave_routes() {
+  live_ready.store(false);
+  if (agent_.empty()) return;
+  bool was_routed = false;
+  {
+    std::unique_lock lock(relay_.routes_mutex);
+    auto it = relay_.routes.find(agent_);
+    if (it != relay_.routes.end() && it->second.get() == this) {
+      relay_.routes.erase(it);
+      was_routed = true;
+    }
+  }
+  if (was_routed) relay_.metrics.agents_online.fetch_sub(1, std::memory_order_relaxed);
 }
 
 template <class Transport>
@@ -294,7 +381,7 @@ void Connection<Transport>::enqueue_live(std::shared_ptr<const std::string> fram
     return;
   }
   queued_live_bytes_ += frame->size();
-  queue_.push_back({std::move(frame), false, std::nullopt});
+  queue_.push_back({std::move(frame), Kind::live});
   if (queued_live_bytes_ > static_cast<std::size_t>(relay_.config.write_queue_bytes)) {
     // relay.md: a slow reader never stalls anyone else; past the bound it is cut with 4010 and
     // what it could not be sent is stored (teardown does that).
@@ -309,7 +396,7 @@ void Connection<Transport>::enqueue_live(std::shared_ptr<const std::string> fram
 
 template <class Transport>
 void Connection<Transport>::pump_writes() {
-  if (writing_ || closed_) return;
+  if (writing_ || closed_ || !ws_open_) return;
   if (queue_.empty()) {
     if (close_after_writes_) {
       writing_ = true;
@@ -336,7 +423,9 @@ void Connection<Transport>::pump_writes() {
       return;
     }
     self->relay_.metrics.bytes_out.fetch_add(n, std::memory_order_relaxed);
-    if (!self->queue_.front().stored) self->queued_live_bytes_ -= self->queue_.front().frame->size();
+    const Outgoing& sent = self->queue_.front();
+    if (sent.kind == Kind::live) self->queued_live_bytes_ -= sent.frame->size();
+    if (sent.kind == Kind::control) self->queued_control_bytes_ -= sent.frame->size();
     self->queue_.pop_front();
     self->pump_writes();
   });
@@ -351,6 +440,12 @@ void Connection<Transport>::undeliverable(std::optional<Uuid> id, Errc code, std
 template <class Transport>
 net::awaitable<void> Connection<Transport>::run(http::request<http::string_body> upgrade) {
   auto self = shared_from_this();
+  // Whatever ends this coroutine — its end, an exception, or the destruction of its frame at
+  // shutdown — the connection leaves every table exactly once.
+  struct TeardownOnExit {
+    Connection* connection;
+    ~TeardownOnExit() { connection->teardown(); }
+  } teardown_on_exit{this};
   relay_.metrics.connections.fetch_add(1, std::memory_order_relaxed);
   relay_.metrics.connections_total.fetch_add(1, std::memory_order_relaxed);
   {
@@ -381,8 +476,14 @@ net::awaitable<void> Connection<Transport>::run(http::request<http::string_body>
     }
   });
   auto [accept_ec] = co_await ws_.async_accept(upgrade, use_tuple);
-  if (!accept_ec) {
+  if (!accept_ec && !closed_) {
+    ws_open_ = true;
+    // Pongs and other control frames count as life: Beast answers and consumes them inside
+    // async_read, which completes only for data messages.
+    ws_.control_callback([this](websocket::frame_type, beast::string_view) { last_read_ = std::chrono::steady_clock::now(); });
+    if (relay_.draining.load()) begin_close(close_code::draining, "draining");
     net::co_spawn(ws_.get_executor(), heartbeat_loop(), net::detached);
+    pump_writes();  // anything queued while the handshake was in progress (e.g. an auth timeout)
     beast::flat_buffer buffer;
     for (;;) {
       auto [ec, n] = co_await ws_.async_read(buffer, use_tuple);
@@ -401,9 +502,10 @@ net::awaitable<void> Connection<Transport>::run(http::request<http::string_body>
         handle_frame(beast::buffers_to_string(buffer.data()));
       }
       buffer.consume(buffer.size());
+      // One large frame must not pin its buffer for the life of the connection.
+      if (buffer.capacity() > limits::max_control_frame_bytes) buffer.shrink_to_fit();
     }
   }
-  teardown();
 }
 
 template <class Transport>
@@ -423,7 +525,12 @@ net::awaitable<void> Connection<Transport>::heartbeat_loop() {
       beast::get_lowest_layer(ws_).socket().close(ignored);
       co_return;
     }
-    if (!close_after_writes_) ws_.async_ping({}, [](beast::error_code) {});
+    if (close_after_writes_) continue;
+    if (ping_pending_) continue;  // one ping at a time; a stalled write holds it, silence ends it
+    ping_pending_ = true;
+    ws_.async_ping({}, [weak = this->weak_from_this()](beast::error_code) {
+      if (auto connection = weak.lock()) connection->ping_pending_ = false;
+    });
   }
 }
 
@@ -441,7 +548,7 @@ void Connection<Transport>::handle_frame(std::string text) {
     {
       // Too many failed authentications from this address recently (relay.md): refuse early.
       std::lock_guard lock(relay_.ip_mutex);
-      if (relay_.ip_auth_failures->retry_after_ms(ip_rate_key(peer_ip_), wall_ms()) > 0) {
+      if (relay_.ip_auth_failures->retry_after_ms(ip_rate_key(peer_ip_), steady_ms()) > 0) {
         relay_.metrics.count_auth(AuthResult::rate_limited);
         fail_and_close(Errc::rate_limited, "too many failed authentications from this address; try later");
         return;
@@ -502,7 +609,7 @@ void Connection<Transport>::handle_frame(std::string text) {
       {
         // Failed authentications per source IP (relay.md): counted here, refused at the next hello.
         std::lock_guard lock(relay_.ip_mutex);
-        (void)relay_.ip_auth_failures->take(ip_rate_key(peer_ip_), wall_ms());
+        (void)relay_.ip_auth_failures->take(ip_rate_key(peer_ip_), steady_ms());
       }
       fail_and_close(Errc::auth_failed, "the signature does not verify for this agent ID and relay");
       return;
@@ -545,6 +652,12 @@ void Connection<Transport>::on_authenticated(bool resumed) {
   }
   if (previous) previous->close_with(close_code::replaced, "replaced by a newer connection");
   else relay_.metrics.agents_online.fetch_add(1, std::memory_order_relaxed);
+  // A revocation applied between hello and now found no route to close: check again now that we
+  // are routed (apply_revocation marks before it looks the route up, so one side sees the other).
+  if (relay_.is_revoked(agent_)) {
+    fail_and_close(Errc::revoked, "this agent ID is revoked");
+    return;
+  }
 
   const ResumeToken token = ResumeToken::generate();
   resume_hash_ = token.hash;
@@ -560,6 +673,7 @@ void Connection<Transport>::on_authenticated(bool resumed) {
       self->welcome_sent_ = true;
       self->send_control(serialize(ControlFrame{Welcome{kProtocolVersion, token_text, self->relay_.config.heartbeat_ms,
                                                         buffered}}));
+      for (auto& frame : std::exchange(self->before_welcome_, {})) self->send_control(std::move(frame));
       self->request_stored_batch();
     });
   });
@@ -581,7 +695,8 @@ void Connection<Transport>::request_stored_batch() {
   replay_requested_ = true;
   const auto max = static_cast<std::size_t>(std::min<std::int64_t>(replay_remaining_, 64));
   relay_.on_store_thread([self = shared_from_this(), after = replay_cursor_, max] {
-    auto loaded = self->relay_.store->load(self->agent_, after, max);
+    auto loaded = self->relay_.store->load(self->agent_, after, max,
+                                           static_cast<std::size_t>(self->relay_.config.write_queue_bytes));
     std::vector<StoredEnvelope> batch;
     if (loaded) batch = std::move(loaded).value();
     net::post(self->ws_.get_executor(), [self, batch = std::move(batch)]() mutable {
@@ -591,7 +706,7 @@ void Connection<Transport>::request_stored_batch() {
       for (auto& stored : batch) {
         self->replay_cursor_ = stored.seq;
         --self->replay_remaining_;
-        self->queue_.push_back({std::make_shared<const std::string>(std::move(stored.frame)), true, stored.id});
+        self->queue_.push_back({std::make_shared<const std::string>(std::move(stored.frame)), Kind::replay});
       }
       self->pump_writes();
     });
@@ -600,6 +715,20 @@ void Connection<Transport>::request_stored_batch() {
 
 template <class Transport>
 void Connection<Transport>::handle_control(std::string_view text) {
+  RateDecision decision;
+  {
+    std::lock_guard lock(relay_.agent_rate_mutex);
+    decision = relay_.agent_rates->take(agent_, steady_ms());
+  }
+  if (decision.verdict == RateVerdict::abusive) {
+    fail_and_close(Errc::rate_limited, "sustained rate limit abuse");
+    return;
+  }
+  if (!decision.allowed()) {
+    // Control frames have no id to refuse: an over-limit ping or ack is dropped (an unacked
+    // stored envelope is simply delivered again next time).
+    return;
+  }
   auto frame = parse_client_frame(text, limits::max_control_frame_bytes);
   if (!frame) {
     fail_and_close(Errc::bad_request, frame.error().message);
@@ -619,6 +748,12 @@ void Connection<Transport>::handle_control(std::string_view text) {
 template <class Transport>
 void Connection<Transport>::handle_envelope(std::shared_ptr<const std::string> frame) {
   const std::int64_t started = steady_ns();
+  // The rate limit comes before anything costly (relay.md), even before reading the header.
+  RateDecision decision;
+  {
+    std::lock_guard lock(relay_.agent_rate_mutex);
+    decision = relay_.agent_rates->take(agent_, steady_ms());
+  }
   std::optional<Uuid> readable_id;
   auto header = scan_routing_header(*frame, static_cast<std::size_t>(relay_.config.max_envelope_bytes), &readable_id);
   if (!header) {
@@ -630,13 +765,6 @@ void Connection<Transport>::handle_envelope(std::shared_ptr<const std::string> f
     return;
   }
   const std::int64_t now = wall_ms();
-  RateDecision decision;
-  {
-    // Keyed by agent in shared state, so a reconnect does not buy a fresh burst (held for a hash
-    // lookup and a few arithmetic operations, never across I/O).
-    std::lock_guard lock(relay_.agent_rate_mutex);
-    decision = relay_.agent_rates->take(agent_, now);
-  }
   if (decision.verdict == RateVerdict::abusive) {
     fail_and_close(Errc::rate_limited, "sustained rate limit abuse");
     return;
@@ -651,11 +779,20 @@ void Connection<Transport>::handle_envelope(std::shared_ptr<const std::string> f
   }
   auto target = relay_.route(header->to);
   if (target && target->live_ready.load() && store_ops_in_flight_ == 0) {
+    // (the common case: a live hand-off, no store involved)
     target->deliver_live(std::move(frame));
     relay_.metrics.observe_latency_ns(static_cast<std::uint64_t>(steady_ns() - started));
     return;
   }
+  // Bounded work for the store thread, per sender and in all (relay.md: bounded queues
+  // everywhere): past either bound the sender is asked to retry.
+  if (store_ops_in_flight_ >= kMaxStoreOpsPerConnection ||
+      relay_.store_backlog.load(std::memory_order_relaxed) >= kMaxStoreBacklog) {
+    undeliverable(header->id, Errc::rate_limited, 100);
+    return;
+  }
   ++store_ops_in_flight_;
+  relay_.store_backlog.fetch_add(1, std::memory_order_relaxed);
   relay_.on_store_thread([self = shared_from_this(), frame = std::move(frame), h = *header, now, started] {
     auto receiver = self->relay_.route(h.to);
     if (receiver && receiver->live_ready.load()) {
@@ -672,37 +809,33 @@ void Connection<Transport>::handle_envelope(std::shared_ptr<const std::string> f
 template <class Transport>
 void Connection<Transport>::finish_store(const Uuid& id, Status result) {
   --store_ops_in_flight_;
+  relay_.store_backlog.fetch_sub(1, std::memory_order_relaxed);
   if (result.ok()) {
     relay_.metrics.envelopes_stored.fetch_add(1, std::memory_order_relaxed);
     send_control(serialize(ControlFrame{Queued{id}}));
   } else if (result.error().message == "live") {
     // Delivered live after all: a live delivery gets no frame.
   } else {
-    undeliverable(id, result.error().code == Errc::buffer_full ? Errc::buffer_full : Errc::unreachable);
+    const Errc code = result.error().code;
+    undeliverable(id, is_undeliverable_code(code) ? code : Errc::unreachable);
   }
 }
 
 template <class Transport>
 void Connection<Transport>::teardown() {
+  if (torn_down_) return;
+  torn_down_ = true;
   closed_ = true;
   auth_timer_.cancel();
   heartbeat_timer_.cancel();
-  bool was_routed = false;
-  if (!agent_.empty()) {
-    std::unique_lock lock(relay_.routes_mutex);
-    auto it = relay_.routes.find(agent_);
-    if (it != relay_.routes.end() && it->second.get() == this) {
-      relay_.routes.erase(it);
-      was_routed = true;
-    }
-  }
-  if (was_routed) relay_.metrics.agents_online.fetch_sub(1, std::memory_order_relaxed);
+  close_timer_.cancel();
+  leave_routes();
   log_event(LogLevel::info, "connection.closed",
             {{"ip", peer_ip_}, {"agent", agent_.str()}, {"unsent", std::to_string(queue_.size() + held_live_.size())}});
   // Live frames this connection could not send are kept for the agent's next connection.
   std::vector<std::shared_ptr<const std::string>> unsent;
   for (auto& out : queue_) {
-    if (!out.stored && out.frame->find("\"msg_type\"") != std::string::npos) unsent.push_back(out.frame);
+    if (out.kind == Kind::live) unsent.push_back(out.frame);
   }
   for (auto& frame : held_live_) unsent.push_back(frame);
   queue_.clear();
@@ -750,7 +883,7 @@ http::response<http::string_body> error_response(http::status status, Errc code,
 }
 
 http::response<http::string_body> RelayServer::Impl::handle_http(const http::request<http::string_body>& request,
-                                                                  const std::string& /*peer_ip*/) {
+                                                                  const std::string& peer_ip) {
   const std::string_view target = request.target();
   const std::string_view path = target.substr(0, target.find('?'));
   if (path == "/health") {
@@ -788,7 +921,19 @@ http::response<http::string_body> RelayServer::Impl::handle_http(const http::req
     }
     return json_response(http::status::ok, json::serialize_jcs(status), request.version());
   }
-  if (path == "/revocations" && request.method() == http::verb::post) return post_revocation(request);
+  if (path == "/revocations" && request.method() == http::verb::post) {
+    // Anyone may post a self-signed revocation of a fresh key: each costs an fsync, so it is
+    // limited per client address like connection attempts.
+    bool allowed = true;
+    {
+      std::lock_guard lock(ip_mutex);
+      allowed = ip_connects->take(ip_rate_key(peer_ip), steady_ms()).allowed();
+    }
+    if (!allowed) {
+      return error_response(http::status::too_many_requests, Errc::rate_limited, "too many requests", request.version());
+    }
+    return post_revocation(request);
+  }
   return error_response(http::status::not_found, Errc::not_found, "no such endpoint", request.version());
 }
 
@@ -872,7 +1017,9 @@ template <class Transport>
 net::awaitable<void> RelayServer::Impl::serve_stream(Transport stream, std::string peer_ip,
                                                      std::chrono::steady_clock::time_point accepted) {
   beast::flat_buffer buffer;
-  for (;;) {
+  // A keep-alive HTTP connection (health checks, scrapes) serves a bounded number of requests, so
+  // idle sockets that never upgrade cannot accumulate (they do not count as connections).
+  for (int served = 0; served < 100; ++served) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(16 * 1024);
     parser.body_limit(64 * 1024);  // HTTP bodies here are revocations: small
@@ -886,7 +1033,7 @@ net::awaitable<void> RelayServer::Impl::serve_stream(Transport stream, std::stri
       bool allowed = true;
       {
         std::lock_guard lock(ip_mutex);
-        allowed = ip_connects->take(ip_rate_key(client_ip), wall_ms()).allowed();
+        allowed = ip_connects->take(ip_rate_key(client_ip), steady_ms()).allowed();
       }
       if (!allowed) co_return;
     }
@@ -917,7 +1064,9 @@ void RelayServer::Impl::accept_loop() {
   acceptor->async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
     if (ec) {
       if (ec == net::error::operation_aborted || draining.load()) return;
-      accept_loop();
+      // Out of file descriptors (or similar): back off instead of spinning on accept.
+      auto backoff = std::make_shared<net::steady_timer>(acceptor->get_executor(), std::chrono::milliseconds(100));
+      backoff->async_wait([this, backoff](beast::error_code) { accept_loop(); });
       return;
     }
     beast::error_code endpoint_ec;
@@ -925,7 +1074,7 @@ void RelayServer::Impl::accept_loop() {
     bool allowed = true;
     {
       std::lock_guard lock(ip_mutex);
-      allowed = ip_connects->take(ip_rate_key(ip), wall_ms()).allowed();
+      allowed = config.is_trusted_proxy(ip) || ip_connects->take(ip_rate_key(ip), steady_ms()).allowed();
     }
     if (allowed) {
       auto executor = socket.get_executor();
@@ -962,8 +1111,8 @@ void RelayServer::Impl::expire_store_periodically(std::shared_ptr<net::steady_ti
 RelayServer::RelayServer(RelayConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
 
 RelayServer::~RelayServer() {
+  // Let the store thread finish what is queued (frames handed over at teardown), then stop.
   impl_->store_guard.reset();
-  impl_->store_ioc.stop();
   if (impl_->store_thread.joinable()) impl_->store_thread.join();
 }
 
@@ -1004,7 +1153,8 @@ Status RelayServer::start() {
   const auto address = net::ip::make_address(s.config.listen.host, ec);
   if (ec) return fail(Errc::bad_request, "listen: invalid address \"" + s.config.listen.host + "\"");
   tcp::endpoint bind_to(address, s.config.listen.port);
-  s.acceptor.emplace(s.ioc);
+  // The acceptor lives on a strand: accept_loop and drain's close never run at once.
+  s.acceptor.emplace(net::make_strand(s.ioc));
   s.acceptor->open(bind_to.protocol(), ec);
   if (!ec) s.acceptor->set_option(net::socket_base::reuse_address(true), ec);
   if (!ec) s.acceptor->bind(bind_to, ec);
@@ -1038,7 +1188,7 @@ void RelayServer::drain() {
   Impl& s = *impl_;
   if (s.draining.exchange(true)) return;
   log_event(LogLevel::info, "relay.draining", {{"timeout_s", std::to_string(s.config.drain_timeout_s)}});
-  net::post(s.ioc, [&s] {
+  net::post(s.acceptor->get_executor(), [&s] {
     beast::error_code ignored;
     s.acceptor->close(ignored);
     {
@@ -1054,10 +1204,10 @@ void RelayServer::drain() {
       const bool empty = s.metrics.connections.load() == 0;
       if (empty || std::chrono::steady_clock::now() >= *deadline) {
         // Let the store thread finish what teardown queued, then stop.
-        std::promise<void> flushed;
-        auto done = flushed.get_future();
-        s.on_store_thread([&flushed] { flushed.set_value(); });
-        done.wait();
+        auto flushed = std::make_shared<std::promise<void>>();
+        auto done = flushed->get_future();
+        s.on_store_thread([flushed] { flushed->set_value(); });
+        done.wait_for(std::chrono::seconds(2));
         s.ioc.stop();
         return;
       }

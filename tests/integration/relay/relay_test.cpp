@@ -403,6 +403,15 @@ TEST_F(RelayTest, DeadConnectionsAreClosedAfterThreeSilentHeartbeats) {
   EXPECT_TRUE(after.connection_lost || after.close.has_value());
 }
 
+TEST_F(RelayTest, AnIdleClientThatAnswersPingsStaysConnected) {
+  start({"--heartbeat-ms", "100"});
+  auto idle = connected(key(1));
+  // Reading keeps answering the relay's pings (Beast does it inside the read): 6 intervals pass.
+  EXPECT_TRUE(idle->receive(std::chrono::milliseconds(600)).timed_out);
+  auto status = http_request(port_, "GET", "/status");
+  EXPECT_EQ(boost::json::parse(status.body).at("agents_online").as_int64(), 1);
+}
+
 TEST_F(RelayTest, ConnectionsDroppedMidHandshakeLeaveNoState) {
   start({"--ip-connect-rate", "10000"});
   std::vector<std::unique_ptr<RelayTestClient>> clients;
@@ -466,14 +475,18 @@ TEST_F(RelayTest, KillNineLosesNothingAnsweredQueued) {
   std::set<std::string> queued;
   {
     auto a = connected(alice);
-    for (const auto& f : frames) a->send(f);
-    // Count `queued` answers for a while, then kill the relay mid-stream.
-    while (queued.size() < 300) {
-      auto got = a->receive(std::chrono::seconds(10));
-      ASSERT_TRUE(got.text.has_value());
-      auto frame = boost::json::parse(*got.text).as_object();
-      ASSERT_EQ(frame.at("type"), "queued") << *got.text;
-      queued.insert(std::string(frame.at("id").as_string()));
+    // Batches of 100 (within the relay's 256 store operations in flight per sender); the relay is
+    // killed in the middle of the fourth batch, while envelopes are being stored.
+    for (std::size_t batch = 0; batch < 4; ++batch) {
+      for (std::size_t i = 0; i < 100; ++i) a->send(frames[batch * 100 + i]);
+      const std::size_t answers = batch < 3 ? 100 : 50;
+      for (std::size_t i = 0; i < answers; ++i) {
+        auto got = a->receive(std::chrono::seconds(10));
+        ASSERT_TRUE(got.text.has_value());
+        auto frame = boost::json::parse(*got.text).as_object();
+        ASSERT_EQ(frame.at("type"), "queued") << *got.text;
+        queued.insert(std::string(frame.at("id").as_string()));
+      }
     }
     relay_->signal(SIGKILL);
     // Answers already on the wire count too: they were sent after the commit.
