@@ -452,14 +452,17 @@ TEST_F(RelayTest, SlowConsumerIsCutWhileOtherPairsKeepFlowing) {
       }
     }
   }
-  // The stalled reader, once it reads again, finds its connection closed with 4010.
+  // The stalled reader, once it reads again, finds its connection closed: with 4010 if the close
+  // frame got through, or cut at the TCP level if its socket stayed full for the 2 s close bound.
   std::optional<std::uint16_t> close;
-  for (int i = 0; i < 2000 && !close; ++i) {
+  bool cut = false;
+  for (int i = 0; i < 2000 && !close && !cut; ++i) {
     auto got = stalled->receive(std::chrono::seconds(5));
-    if (got.timed_out || got.connection_lost) break;
+    if (got.timed_out) break;
+    cut = got.connection_lost;
     close = got.close;
   }
-  EXPECT_EQ(close, 4010);
+  EXPECT_TRUE(close == 4010 || cut) << "close " << close.value_or(0);
   auto metrics = http_request(port_, "GET", "/metrics");
   EXPECT_NE(metrics.body.find("agent_mesh_relay_slow_consumers_total 1"), std::string::npos);
 }
