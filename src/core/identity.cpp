@@ -35,23 +35,9 @@ static_assert(std::tuple_size_v<Signature> == crypto_sign_BYTES);
 static_assert(std::tuple_size_v<X25519Key> == crypto_scalarmult_BYTES);
 static_assert(crypto_scalarmult_SCALARBYTES == crypto_scalarmult_BYTES);
 
-[[noreturn]] void identity_misuse(const char* what) noexcept {
-  std::fprintf(stderr, "agent_mesh: identity misuse: %s\n", what);
-  std::abort();
-}
-
-// libsodium reads `length` bytes from `data`; an empty span may carry a null pointer, which is
-// undefined behaviour to pass on even with length 0. Hand it a valid address instead.
-const unsigned char* data_or_empty(ByteView bytes) noexcept {
-  static constexpr unsigned char kNothing = 0;
-  return bytes.empty() ? &kNothing : bytes.data();
-}
-
-// Wipes a secret-bearing container in place. Called on every path that drops one.
-template <class Container>
-void wipe(Container& secret) noexcept {
-  if (!secret.empty()) sodium_memzero(secret.data(), secret.size() * sizeof(secret[0]));
-}
+[[noreturn]] void identity_misuse(const char* what) noexcept { detail::misuse("identity", what); }
+using detail::data_or_empty;
+using detail::wipe;
 
 // Runs `wipe` on scope exit, so early returns never leave a secret behind.
 template <class Container>

@@ -33,22 +33,9 @@ static_assert(kHashBytes <= crypto_generichash_BYTES_MAX);
 // BLAKE2b's block length, the HMAC block size (§12.8: BLOCKLEN = 128).
 constexpr std::size_t kHashBlockBytes = 128;
 
-[[noreturn]] void noise_misuse(const char* what) noexcept {
-  std::fprintf(stderr, "agent_mesh: noise misuse: %s\n", what);
-  std::abort();
-}
-
-// libsodium reads `length` bytes from its pointer arguments; an empty span may carry a null
-// pointer, which must not be passed on even with length 0. Hand it a valid address instead.
-const unsigned char* data_or_empty(ByteView bytes) noexcept {
-  static constexpr unsigned char kNothing = 0;
-  return bytes.empty() ? &kNothing : bytes.data();
-}
-
-template <class Container>
-void wipe(Container& secret) noexcept {
-  sodium_memzero(secret.data(), secret.size() * sizeof(secret[0]));
-}
+[[noreturn]] void noise_misuse(const char* what) noexcept { detail::misuse("noise", what); }
+using detail::data_or_empty;
+using detail::wipe;
 
 // ---- Hash functions (§4.3, §12.8) ----
 
