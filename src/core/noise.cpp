@@ -440,6 +440,25 @@ Status mix_dh(SymmetricState& symmetric, const DhKeyPair& local, const X25519Key
   return {};
 }
 
+// The four DH tokens (§7.1), the same for writing and reading: which keys meet depends only on
+// the token and on which side we are.
+Status mix_dh_token(Token token, SymmetricState& symmetric, const HandshakeConfig& config,
+                    const std::optional<X25519Key>& remote_ephemeral) {
+  switch (token) {
+    case Token::ee: return mix_dh(symmetric, *config.local_ephemeral, *remote_ephemeral);
+    case Token::es:
+      return config.initiator ? mix_dh(symmetric, *config.local_ephemeral, *config.remote_static)
+                              : mix_dh(symmetric, *config.local_static, *remote_ephemeral);
+    case Token::se:
+      return config.initiator ? mix_dh(symmetric, *config.local_static, *remote_ephemeral)
+                              : mix_dh(symmetric, *config.local_ephemeral, *config.remote_static);
+    case Token::ss: return mix_dh(symmetric, *config.local_static, *config.remote_static);
+    case Token::e:
+    case Token::s: break;
+  }
+  return fail(Errc::internal, "not a DH token");
+}
+
 }  // namespace
 
 HandshakeState::HandshakeState(HandshakeConfig config, SymmetricState symmetric)
@@ -539,18 +558,10 @@ Status HandshakeState::write_message(ByteView payload, Bytes& message) {
         step = symmetric_.encrypt_and_hash(config_.local_static->public_key, message);
         break;
       case Token::ee:
-        step = mix_dh(symmetric_, *config_.local_ephemeral, *remote_ephemeral_);
-        break;
       case Token::es:
-        step = config_.initiator ? mix_dh(symmetric_, *config_.local_ephemeral, *config_.remote_static)
-                                 : mix_dh(symmetric_, *config_.local_static, *remote_ephemeral_);
-        break;
       case Token::se:
-        step = config_.initiator ? mix_dh(symmetric_, *config_.local_static, *remote_ephemeral_)
-                                 : mix_dh(symmetric_, *config_.local_ephemeral, *config_.remote_static);
-        break;
       case Token::ss:
-        step = mix_dh(symmetric_, *config_.local_static, *config_.remote_static);
+        step = mix_dh_token(tokens.tokens[t], symmetric_, config_, remote_ephemeral_);
         break;
     }
     if (!step.ok()) return abandon(step.error().message);
@@ -612,18 +623,10 @@ Status HandshakeState::read_message(ByteView message, Bytes& payload) {
         break;
       }
       case Token::ee:
-        step = mix_dh(symmetric_, *config_.local_ephemeral, *remote_ephemeral_);
-        break;
       case Token::es:
-        step = config_.initiator ? mix_dh(symmetric_, *config_.local_ephemeral, *config_.remote_static)
-                                 : mix_dh(symmetric_, *config_.local_static, *remote_ephemeral_);
-        break;
       case Token::se:
-        step = config_.initiator ? mix_dh(symmetric_, *config_.local_static, *remote_ephemeral_)
-                                 : mix_dh(symmetric_, *config_.local_ephemeral, *config_.remote_static);
-        break;
       case Token::ss:
-        step = mix_dh(symmetric_, *config_.local_static, *config_.remote_static);
+        step = mix_dh_token(tokens.tokens[t], symmetric_, config_, remote_ephemeral_);
         break;
     }
     if (!step.ok()) return fail_handshake(step.error().message);
