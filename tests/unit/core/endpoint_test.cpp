@@ -69,11 +69,27 @@ void serve_echo(Endpoint& e, std::int64_t now, std::vector<IncomingRequest>* see
   }
 }
 
-TEST(EndpointTest, ColdThenWarmRequest) {
-  Endpoint alice(key_from_byte(1)), bob(key_from_byte(2));
+// Alice and Bob on a perfect relay.
+class EndpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    mesh.add(alice);
+    mesh.add(bob);
+  }
+  // One round trip, so that Alice has a session with Bob.
+  void warm_up() {
+    alice.request(bob.id(), "echo", 0, false, 5000, mesh.now);
+    mesh.pump();
+    serve_echo(bob, mesh.now);
+    mesh.pump();
+    (void)alice.take_events();
+  }
+  Endpoint alice{key_from_byte(1)};
+  Endpoint bob{key_from_byte(2)};
   Mesh mesh;
-  mesh.add(alice);
-  mesh.add(bob);
+};
+
+TEST_F(EndpointTest, ColdThenWarmRequest) {
   const auto h1 = alice.request(bob.id(), "echo", "hi", false, 5000, mesh.now);
   auto out = alice.take_outgoing();
   ASSERT_EQ(out.size(), 1u);
@@ -111,11 +127,7 @@ TEST(EndpointTest, ColdThenWarmRequest) {
   EXPECT_EQ(bob.served_count(), 0u);
 }
 
-TEST(EndpointTest, SingleFlightHandshakeForConcurrentColdRequests) {
-  Endpoint alice(key_from_byte(1)), bob(key_from_byte(2));
-  Mesh mesh;
-  mesh.add(alice);
-  mesh.add(bob);
+TEST_F(EndpointTest, SingleFlightHandshakeForConcurrentColdRequests) {
   for (int i = 0; i < 5; ++i) alice.request(bob.id(), "echo", i, false, 5000, mesh.now);
   auto out = alice.take_outgoing();
   ASSERT_EQ(out.size(), 1u) << "one handshake for all five";
@@ -130,11 +142,7 @@ TEST(EndpointTest, SingleFlightHandshakeForConcurrentColdRequests) {
   EXPECT_EQ(alice.stats().handshakes_started, 1u);
 }
 
-TEST(EndpointTest, RequestTooLargeForMessageOneWaitsForTheSession) {
-  Endpoint alice(key_from_byte(1)), bob(key_from_byte(2));
-  Mesh mesh;
-  mesh.add(alice);
-  mesh.add(bob);
+TEST_F(EndpointTest, RequestTooLargeForMessageOneWaitsForTheSession) {
   alice.request(bob.id(), "echo", boost::json::string(std::string(100000, 'x')), false, 5000, mesh.now);
   mesh.pump();
   serve_echo(bob, mesh.now);
@@ -145,17 +153,8 @@ TEST(EndpointTest, RequestTooLargeForMessageOneWaitsForTheSession) {
   EXPECT_EQ(responses[0].body.at("echo").as_string().size(), 100000u);
 }
 
-TEST(EndpointTest, StreamChunksArriveInOrderEvenWhenReordered) {
-  Endpoint alice(key_from_byte(1)), bob(key_from_byte(2));
-  Mesh mesh;
-  mesh.add(alice);
-  mesh.add(bob);
-  // Establish a session first.
-  alice.request(bob.id(), "echo", 0, false, 5000, mesh.now);
-  mesh.pump();
-  serve_echo(bob, mesh.now);
-  mesh.pump();
-  (void)alice.take_events();
+TEST_F(EndpointTest, StreamChunksArriveInOrderEvenWhenReordered) {
+  warm_up();
   const auto h = alice.request(bob.id(), "count", 3, true, 5000, mesh.now);
   mesh.pump();
   serve_echo(bob, mesh.now);  // 3 chunks + end
@@ -175,16 +174,8 @@ TEST(EndpointTest, StreamChunksArriveInOrderEvenWhenReordered) {
   EXPECT_TRUE(std::holds_alternative<StreamEndEvent>(events.back()));
 }
 
-TEST(EndpointTest, CancelStopsTheResponder) {
-  Endpoint alice(key_from_byte(1)), bob(key_from_byte(2));
-  Mesh mesh;
-  mesh.add(alice);
-  mesh.add(bob);
-  alice.request(bob.id(), "echo", 0, false, 5000, mesh.now);
-  mesh.pump();
-  serve_echo(bob, mesh.now);
-  mesh.pump();
-  (void)alice.take_events();
+TEST_F(EndpointTest, CancelStopsTheResponder) {
+  warm_up();
   const auto h = alice.request(bob.id(), "slow", 1, false, 5000, mesh.now);
   mesh.pump();
   auto bob_events = bob.take_events();
@@ -203,11 +194,7 @@ TEST(EndpointTest, CancelStopsTheResponder) {
   EXPECT_EQ(late.error().code, Errc::cancelled);
 }
 
-TEST(EndpointTest, TimeoutsOnBothSides) {
-  Endpoint alice(key_from_byte(1)), bob(key_from_byte(2));
-  Mesh mesh;
-  mesh.add(alice);
-  mesh.add(bob);
+TEST_F(EndpointTest, TimeoutsOnBothSides) {
   const auto h = alice.request(bob.id(), "echo", 0, false, 100, mesh.now);
   mesh.pump();
   auto bob_events = bob.take_events();
@@ -228,11 +215,7 @@ TEST(EndpointTest, TimeoutsOnBothSides) {
   EXPECT_TRUE(bob.take_outgoing().empty());
 }
 
-TEST(EndpointTest, LateReplyIsDecryptedAndDropped) {
-  Endpoint alice(key_from_byte(1)), bob(key_from_byte(2));
-  Mesh mesh;
-  mesh.add(alice);
-  mesh.add(bob);
+TEST_F(EndpointTest, LateReplyIsDecryptedAndDropped) {
   alice.request(bob.id(), "echo", 0, false, 1000, mesh.now);
   mesh.pump();
   auto bob_events = bob.take_events();
@@ -247,7 +230,7 @@ TEST(EndpointTest, LateReplyIsDecryptedAndDropped) {
   EXPECT_EQ(alice.stats().dropped.at("reply to no outstanding request"), 1u);
 }
 
-TEST(EndpointTest, RestartedResponderAnswersNoSessionAndTheRequestIsRetriedOnce) {
+TEST(EndpointRestartTest, RestartedResponderAnswersNoSessionAndTheRequestIsRetriedOnce) {
   Endpoint alice(key_from_byte(1));
   auto bob = std::make_unique<Endpoint>(key_from_byte(2));
   Mesh mesh;
@@ -277,11 +260,7 @@ TEST(EndpointTest, RestartedResponderAnswersNoSessionAndTheRequestIsRetriedOnce)
   EXPECT_TRUE(events_of<FailureEvent>(events).empty());
 }
 
-TEST(EndpointTest, SimultaneousInitiationKeepsBothSessions) {
-  Endpoint alice(key_from_byte(1)), bob(key_from_byte(2));
-  Mesh mesh;
-  mesh.add(alice);
-  mesh.add(bob);
+TEST_F(EndpointTest, SimultaneousInitiationKeepsBothSessions) {
   alice.request(bob.id(), "echo", "from alice", false, 5000, mesh.now);
   bob.request(alice.id(), "echo", "from bob", false, 5000, mesh.now);
   mesh.pump();
@@ -296,11 +275,7 @@ TEST(EndpointTest, SimultaneousInitiationKeepsBothSessions) {
   EXPECT_EQ(bob.sessions().session_count(alice.id()), 2u);
 }
 
-TEST(EndpointTest, InvalidRequestBodyIsAnsweredBadRequest) {
-  Endpoint alice(key_from_byte(1)), bob(key_from_byte(2));
-  Mesh mesh;
-  mesh.add(alice);
-  mesh.add(bob);
+TEST_F(EndpointTest, InvalidRequestBodyIsAnsweredBadRequest) {
   const auto h = alice.request(bob.id(), "bad name!", 0, false, 5000, mesh.now);
   auto events = alice.take_events();
   auto failures = events_of<FailureEvent>(events);
@@ -310,11 +285,7 @@ TEST(EndpointTest, InvalidRequestBodyIsAnsweredBadRequest) {
   EXPECT_TRUE(alice.take_outgoing().empty());
 }
 
-TEST(EndpointTest, ResponderRejectsMisuse) {
-  Endpoint alice(key_from_byte(1)), bob(key_from_byte(2));
-  Mesh mesh;
-  mesh.add(alice);
-  mesh.add(bob);
+TEST_F(EndpointTest, ResponderRejectsMisuse) {
   alice.request(bob.id(), "count", 0, true, 5000, mesh.now);
   mesh.pump();
   auto bob_events = bob.take_events();
