@@ -21,9 +21,10 @@
 #include <limits>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <utility>
 #include <vector>
+
+#include "json_numbers.hpp"
 
 namespace agent_mesh::json {
 namespace {
@@ -36,13 +37,7 @@ constexpr std::size_t kMaxQuotedBytes = 64;
 // intermediate stack (the finished value is still heap allocated, as callers keep it).
 constexpr std::size_t kValueStackScratchBytes = 2048;
 
-// Magnitudes from which ECMAScript, hence JCS, switches to exponent notation (1e21 -> "1e+21").
-constexpr double kFirstExponentFormMagnitude = 1e21;
-constexpr double kMaxSafeIntegerAsDouble = static_cast<double>(limits::max_safe_integer);
-
-bool is_safe_integer(std::int64_t value) noexcept {
-  return value >= -limits::max_safe_integer && value <= limits::max_safe_integer;
-}
+using detail::is_safe_integer;
 
 bool is_ascii_digit(char c) noexcept { return c >= '0' && c <= '9'; }
 
@@ -184,15 +179,14 @@ class IJsonValueBuilder {
     ++member_names_seen_;
     return true;
   }
-  // Only called when a number spans two write_some calls; parse_ijson makes one call, but keeping
-  // the text makes the number checks independent of that.
+  // Numbers: the rules of protocol §1, in json_numbers.hpp.
   bool on_number_part(bj::string_view part, bj::error_code&) {
-    number_prefix_.append(part.data(), part.size());
+    number_.append_part(part);
     return true;
   }
   bool on_int64(std::int64_t value, bj::string_view text, bj::error_code& ec) {
     if (!is_safe_integer(value)) return reject_unsafe_integer(text, ec);
-    number_prefix_.clear();
+    number_.clear();
     stack_.push_int64(value);
     return true;
   }
@@ -201,44 +195,25 @@ class IJsonValueBuilder {
     return reject_unsafe_integer(text, ec);
   }
   bool on_double(double boost_value, bj::string_view last_part, bj::error_code& ec) {
-    std::string_view text(last_part.data(), last_part.size());
-    if (!number_prefix_.empty()) {
-      number_prefix_.append(text);
-      text = number_prefix_;
+    const detail::CheckedDouble number = number_.check_double(boost_value, last_part);
+    switch (number.verdict) {
+      case detail::NumberVerdict::ok:
+        break;
+      case detail::NumberVerdict::unsafe_integer:
+        return reject_unsafe_integer(number.text, ec);
+      case detail::NumberVerdict::does_not_fit_double:
+        rejection_ = "JSON: number " + quote_for_message(number.text) + " at byte " +
+                     std::to_string(offset_of(number.text)) + " does not fit a double";
+        return stop_parser(ec);
+      case detail::NumberVerdict::integer_in_jcs_form:
+        rejection_ =
+            "JSON: number " + quote_for_message(number.text) + " at byte " +
+            std::to_string(offset_of(number.text)) +
+            " is an integer outside the I-JSON safe range +/-(2^53-1) in canonical (JCS) form";
+        return stop_parser(ec);
     }
-    // protocol §1: a number without fraction or exponent is an integer whatever its size; Boost
-    // makes a double of one only when it overflows 64 bits, so it is beyond 2^53−1.
-    if (text.find_first_of(".eE") == std::string_view::npos) return reject_unsafe_integer(text, ec);
-    // Boost 1.81 does not round decimal text correctly (about a quarter of the shortest
-    // round-trip forms of random doubles come back one ulp off, "333333333.33333329" among them),
-    // which would make our JCS bytes differ from other languages'. libstdc++'s from_chars rounds
-    // correctly, so the decimal text is converted again.
-    double value = 0;
-    const auto [end, status] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (status == std::errc::result_out_of_range && std::fabs(boost_value) < 1) {
-      // Underflow: like JavaScript's JSON.parse, a magnitude below the smallest subnormal is zero.
-      value = std::copysign(0.0, boost_value);
-    } else if (status != std::errc() || end != text.data() + text.size() || !std::isfinite(value)) {
-      // Overflow (1e400): I-JSON numbers must fit an IEEE double (RFC 7493 §2.2), and RFC 8785
-      // §3.2.2.3 has no form for infinity.
-      rejection_ = "JSON: number " + quote_for_message(text) + " at byte " +
-                   std::to_string(offset_of(text)) + " does not fit a double";
-      return stop_parser(ec);
-    }
-    // Every double of magnitude 2^53 up to 1e21 is integral, and JCS (RFC 8785 §3.2.2.3) writes it
-    // as plain digits: "1e20" canonicalises to "100000000000000000000", an integer outside
-    // ±(2^53−1) that protocol §1 makes receivers reject. Accepting it would let us sign or forward
-    // canonical text that we ourselves refuse, so it is refused here.
-    if (std::fabs(value) > kMaxSafeIntegerAsDouble &&
-        std::fabs(value) < kFirstExponentFormMagnitude) {
-      rejection_ =
-          "JSON: number " + quote_for_message(text) + " at byte " +
-          std::to_string(offset_of(text)) +
-          " is an integer outside the I-JSON safe range +/-(2^53-1) in canonical (JCS) form";
-      return stop_parser(ec);
-    }
-    number_prefix_.clear();
-    stack_.push_double(value);
+    number_.clear();
+    stack_.push_double(number.value);
     return true;
   }
   bool on_bool(bool value, bj::error_code&) {
@@ -265,16 +240,16 @@ class IJsonValueBuilder {
     ec = bj::error::syntax;
     return false;
   }
-  // Offset of a number within the input (the prefix buffer only exists after a split write).
+  // Offset of a number within the input (the assembled text only exists after a split write).
   std::size_t offset_of(std::string_view text) const noexcept {
-    if (!number_prefix_.empty() && text.data() == number_prefix_.data()) return 0;
+    if (number_.is_assembled(text)) return 0;
     return static_cast<std::size_t>(text.data() - input_begin_);
   }
 
   const char* input_begin_;
   bj::value_stack stack_;
   std::size_t member_names_seen_ = 0;
-  std::string number_prefix_;
+  detail::NumberText number_;
   std::string rejection_;
 };
 

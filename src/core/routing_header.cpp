@@ -1,6 +1,6 @@
 // scan_routing_header: one SAX pass over an envelope frame (protocol §6 "Routing checks").
 //
-// The handler below follows parse_ijson's number rules (json.cpp) but keeps nothing of the document
+// The handler below applies parse_ijson's number rules (json_numbers.hpp) but keeps nothing of the document
 // except the few top-level strings the relay routes by, held in fixed buffers: a typical envelope is
 // scanned without a single allocation.
 #include "agent_mesh/routing_header.hpp"
@@ -9,16 +9,14 @@
 
 #include <algorithm>
 #include <array>
-#include <charconv>
-#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <string>
-#include <system_error>
 #include <vector>
 
 #include "agent_mesh/json.hpp"
 #include "json_fields.hpp"
+#include "json_numbers.hpp"
 
 namespace agent_mesh {
 namespace {
@@ -56,10 +54,6 @@ Member member_named(std::string_view name) noexcept {
 // Hostile text quoted in a message: clipped, then JSON-escaped so it cannot forge log lines.
 std::string quote(std::string_view hostile) {
   return json::serialize_jcs(bj::value(bj::string_view(detail::clip(hostile))));
-}
-
-bool is_safe_integer(std::int64_t value) noexcept {
-  return value >= -limits::max_safe_integer && value <= limits::max_safe_integer;
 }
 
 // The value of a captured member. The longest valid one is an agent ID (43 characters); a longer
@@ -203,40 +197,28 @@ class RoutingHeaderHandler {
   // Numbers: the rules of parse_ijson (protocol §1), applied at every depth because the relay
   // forwards the payload too, and a receiver must never be handed what it has to reject as JSON.
   bool on_number_part(bj::string_view part, bj::error_code&) {
-    number_prefix_.append(part.data(), part.size());
+    number_.append_part(part);
     return true;
   }
   bool on_int64(std::int64_t value, bj::string_view text, bj::error_code& ec) {
-    if (!is_safe_integer(value)) return reject_unsafe_integer(text, ec);
+    if (!detail::is_safe_integer(value)) return reject_unsafe_integer(text, ec);
     return scalar(ec);
   }
   // Boost makes a uint64 only above INT64_MAX: always beyond 2^53−1.
   bool on_uint64(std::uint64_t, bj::string_view text, bj::error_code& ec) { return reject_unsafe_integer(text, ec); }
   bool on_double(double boost_value, bj::string_view last_part, bj::error_code& ec) {
-    std::string_view text(last_part.data(), last_part.size());
-    if (!number_prefix_.empty()) {
-      number_prefix_.append(text);
-      text = number_prefix_;
+    const detail::CheckedDouble number = number_.check_double(boost_value, last_part);
+    switch (number.verdict) {
+      case detail::NumberVerdict::ok: break;
+      case detail::NumberVerdict::unsafe_integer: return reject_unsafe_integer(number.text, ec);
+      case detail::NumberVerdict::does_not_fit_double:
+        rejection_ = "envelope: number " + quote(number.text) + " does not fit a double (I-JSON)";
+        return stop(ec);
+      case detail::NumberVerdict::integer_in_jcs_form:
+        rejection_ = "envelope: number " + quote(number.text) +
+                     " is an integer outside +/-(2^53-1) in canonical (JCS) form (protocol section 1)";
+        return stop(ec);
     }
-    // Written without fraction or exponent, yet a double: it overflowed 64 bits.
-    if (text.find_first_of(".eE") == std::string_view::npos) return reject_unsafe_integer(text, ec);
-    // Same verdicts as parse_ijson: it converts with from_chars (correct rounding), refuses
-    // overflow and magnitudes 2^53..1e21, which JCS writes as integers beyond the safe range.
-    double value = 0;
-    const auto [end, status] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (status == std::errc::result_out_of_range && std::fabs(boost_value) < 1) {
-      value = 0;  // underflow to zero, as parse_ijson and JavaScript do
-    } else if (status != std::errc() || end != text.data() + text.size() || !std::isfinite(value)) {
-      rejection_ = "envelope: number " + quote(text) + " does not fit a double (I-JSON)";
-      return stop(ec);
-    }
-    constexpr double kMaxSafe = static_cast<double>(limits::max_safe_integer);
-    if (std::fabs(value) > kMaxSafe && std::fabs(value) < 1e21) {
-      rejection_ = "envelope: number " + quote(text) +
-                   " is an integer outside +/-(2^53-1) in canonical (JCS) form (protocol section 1)";
-      return stop(ec);
-    }
-    number_prefix_.clear();
     return scalar(ec);
   }
   bool on_bool(bool, bj::error_code& ec) { return scalar(ec); }
@@ -252,7 +234,7 @@ class RoutingHeaderHandler {
     if (is_captured(current_)) captured_[index(current_)].set_state(CapturedString::State::not_string);
   }
   bool scalar(bj::error_code& ec) {
-    number_prefix_.clear();
+    number_.clear();
     if (depth_ == 0) return stop_not_object(ec);
     if (depth_ == 1) mark_not_string();
     return true;
@@ -280,7 +262,7 @@ class RoutingHeaderHandler {
   std::string key_;
   std::vector<std::string_view> other_names_;
   std::vector<std::string> owned_other_names_;
-  std::string number_prefix_;
+  detail::NumberText number_;
   std::string rejection_;
   bool not_an_object_ = false;
 };
