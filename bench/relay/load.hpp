@@ -23,10 +23,12 @@ struct RequestReplyOptions {
   std::size_t payload_bytes = 256;
   Window window;
   // 0: closed loop (the next request leaves as soon as the reply arrives). Otherwise the total
-  // request rate across all pairs, spread evenly; latency is then counted from each request's
-  // scheduled time, so a late reply also charges the requests it delayed (no coordinated omission).
+  // request rate across all pairs, spread evenly; a request held back by a late reply then counts
+  // from its scheduled time, so a stall also charges the requests it delayed (no coordinated
+  // omission), while one sent on time counts from when it left.
   double rate = 0;
   int threads = 1;  // load-generator threads (relay target only)
+  int server_pid = 0;  // if set, the server's CPU use over the window is reported
 };
 
 struct RequestReplyResult {
@@ -35,6 +37,8 @@ struct RequestReplyResult {
   LatencyHistogram latency;       // round-trip time per request, ns
   std::uint64_t errors = 0;       // refusals, unexpected frames, broken connections
   std::string first_error;
+  double server_cores = -1;       // the server's average CPU use over the window, in cores
+  double generator_cores = -1;    // the load generator's (this process), likewise
 };
 
 // Slow-consumer isolation: `pairs` request/reply pairs plus one sender flooding a sink agent
@@ -42,10 +46,12 @@ struct RequestReplyResult {
 struct SlowConsumerOptions {
   int port = 0;
   int pairs = 10;
-  std::size_t payload_bytes = 4096;
+  std::size_t payload_bytes = 256;  // the well-behaved pairs' payloads
   Window window;
   bool stall = false;
-  double flood_rate = 4000;  // envelopes per second to the sink
+  double flood_rate = 2000;         // envelopes per second to the sink
+  std::size_t flood_bytes = 4096;   // their payloads: large, so the sink's queue fills in the window
+  int server_pid = 0;
 };
 
 struct SlowConsumerResult {
@@ -69,6 +75,7 @@ struct AuthOptions {
   int port = 0;
   int concurrency = 8;
   Window window;
+  int server_pid = 0;
 };
 
 struct AuthResult {
@@ -77,6 +84,8 @@ struct AuthResult {
   LatencyHistogram latency;  // TCP connect to welcome, ns
   std::uint64_t errors = 0;
   std::string first_error;
+  double server_cores = -1;
+  double generator_cores = -1;
 };
 
 RequestReplyResult run_relay_request_reply(const RequestReplyOptions& options);

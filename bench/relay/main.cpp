@@ -4,11 +4,12 @@
 // which the script turns into tables of ours / anchor / ratio. Human-readable notes go to stderr.
 //
 //   relay-bench rr     --target relay|nats --port P --pairs N --size BYTES [--rate R] [--threads T]
-//   relay-bench slow   --port P --pairs N --size BYTES --stall 0|1 [--flood-rate R]
+//   relay-bench slow   --port P --pairs N --size BYTES --stall 0|1 [--flood-rate R] [--flood-size BYTES]
 //   relay-bench auth   --port P [--concurrency C]
 //   relay-bench verify                 crypto_sign_verify_detached per second, one thread
 //   relay-bench free-port              a free loopback TCP port (for nats-server)
-// Common: --warmup SECONDS (0.5) --duration SECONDS (3).
+// Common: --warmup SECONDS (0.5) --duration SECONDS (3); --server-pid PID adds the server's CPU
+// use over the window (server_cores).
 #include <netinet/in.h>
 #include <sodium.h>
 #include <sys/socket.h>
@@ -70,12 +71,14 @@ int request_reply(const Args& args) {
   options.window = window_of(args);
   options.rate = args.number("rate", 0);
   options.threads = args.integer("threads", 1);
+  options.server_pid = args.integer("server-pid", 0);
   const RequestReplyResult r =
       target == "nats" ? run_nats_request_reply(options) : run_relay_request_reply(options);
   std::printf("RESULT target=%s pairs=%d size=%zu rate=%.0f rt=%llu rt_per_s=%.1f", target.c_str(), options.pairs,
               options.payload_bytes, options.rate, static_cast<unsigned long long>(r.round_trips),
               static_cast<double>(r.round_trips) / r.seconds);
   print_latency(r.latency);
+  std::printf(" server_cores=%.2f generator_cores=%.2f", r.server_cores, r.generator_cores);
   print_error(r.errors, r.first_error);
   std::printf("\n");
   return r.errors == 0 && r.round_trips > 0 ? 0 : 1;
@@ -85,10 +88,12 @@ int slow_consumer(const Args& args) {
   SlowConsumerOptions options;
   options.port = args.integer("port", 0);
   options.pairs = args.integer("pairs", 10);
-  options.payload_bytes = static_cast<std::size_t>(args.integer("size", 4096));
+  options.payload_bytes = static_cast<std::size_t>(args.integer("size", 256));
   options.window = window_of(args);
   options.stall = args.integer("stall", 0) != 0;
-  options.flood_rate = args.number("flood-rate", 4000);
+  options.flood_rate = args.number("flood-rate", 2000);
+  options.flood_bytes = static_cast<std::size_t>(args.integer("flood-size", 4096));
+  options.server_pid = args.integer("server-pid", 0);
   const SlowConsumerResult r = run_relay_slow_consumer(options);
   std::printf("RESULT stall=%d pairs=%d size=%zu rt_per_s=%.1f", options.stall ? 1 : 0, options.pairs,
               options.payload_bytes, static_cast<double>(r.others.round_trips) / r.others.seconds);
@@ -100,6 +105,7 @@ int slow_consumer(const Args& args) {
               r.detected_ms < 0 ? 0.0
                                 : static_cast<double>(r.flood_bytes_at_detect - r.flood_bytes_at_stall) / 1048576.0,
               r.close_code);
+  std::printf(" server_cores=%.2f generator_cores=%.2f", r.others.server_cores, r.others.generator_cores);
   print_error(r.others.errors, r.others.first_error);
   std::printf("\n");
   return r.others.errors == 0 ? 0 : 1;
@@ -110,10 +116,12 @@ int auth_rate(const Args& args) {
   options.port = args.integer("port", 0);
   options.concurrency = args.integer("concurrency", 8);
   options.window = window_of(args);
+  options.server_pid = args.integer("server-pid", 0);
   const AuthResult r = run_relay_auth(options);
   std::printf("RESULT auth=%llu auth_per_s=%.1f", static_cast<unsigned long long>(r.authenticated),
               static_cast<double>(r.authenticated) / r.seconds);
   print_latency(r.latency);
+  std::printf(" server_cores=%.2f generator_cores=%.2f", r.server_cores, r.generator_cores);
   print_error(r.errors, r.first_error);
   std::printf("\n");
   return r.errors == 0 && r.authenticated > 0 ? 0 : 1;

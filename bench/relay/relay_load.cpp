@@ -17,6 +17,7 @@
 #include "agent_mesh/relay_protocol.hpp"
 #include "bench_envelope.hpp"
 #include "load.hpp"
+#include "server_cpu.hpp"
 
 namespace agent_mesh::bench {
 
@@ -177,13 +178,19 @@ net::awaitable<void> requester_loop(Pair& pair, const Schedule& schedule, std::s
   while (steady_ns() < schedule.measure_to) {
     std::uint64_t sent_at = 0;
     if (interval_ns != 0) {
-      const std::uint64_t now = steady_ns();
-      if (next_send > now) {
-        timer.expires_after(std::chrono::nanoseconds(next_send - now));
-        co_await timer.async_wait(use_tuple);
-      }
-      sent_at = next_send;  // a late send is charged from when it should have left
+      const std::uint64_t slot = next_send;
       next_send += interval_ns;
+      if (const std::uint64_t now = steady_ns(); slot > now) {
+        // On time: wait for the slot. The clock starts when the request leaves, so the load
+        // generator's own timer lateness is not charged to the server.
+        timer.expires_after(std::chrono::nanoseconds(slot - now));
+        co_await timer.async_wait(use_tuple);
+        sent_at = steady_ns();
+      } else {
+        // Late because the previous reply came after this slot: that delay is the server's, so
+        // this request counts from its slot (no coordinated omission).
+        sent_at = slot;
+      }
     } else {
       sent_at = steady_ns();
     }
@@ -348,10 +355,14 @@ RequestReplyResult run_relay_request_reply(const RequestReplyOptions& options) {
   auto shards = make_shards(options.threads, options.pairs);
   open_pairs(shards, options.port);
   const Schedule schedule = Schedule::from_now(options.window);
+  ServerCpuSampler cpu(options.server_pid, schedule.measure_from, schedule.measure_to);
   int index = 0;
   for (auto& shard : shards) start_request_reply(*shard, schedule, options, options.pairs, index);
   run_shards(shards);
-  return collect(shards, options.window);
+  auto result = collect(shards, options.window);
+  result.server_cores = cpu.cores();
+  result.generator_cores = cpu.generator_cores();
+  return result;
 }
 
 SlowConsumerResult run_relay_slow_consumer(const SlowConsumerOptions& options) {
@@ -386,16 +397,16 @@ SlowConsumerResult run_relay_slow_consumer(const SlowConsumerOptions& options) {
 
   SlowConsumerResult result;
   const Schedule schedule = Schedule::from_now(options.window);
+  ServerCpuSampler cpu(options.server_pid, schedule.measure_from, schedule.measure_to);
   std::uint64_t flood_bytes = 0;
   std::uint64_t sink_bytes = 0;
   bool sink_stalled = false;
-  bool flood_done = false;
 
   // The flood: one-way envelopes at a fixed rate (paced, so both runs offer the relay the same load).
   net::co_spawn(
       shard.ioc,
       [&]() -> net::awaitable<void> {
-        EnvelopeWriter writer(flooder.key.agent_id(), sink.key.agent_id(), options.payload_bytes);
+        EnvelopeWriter writer(flooder.key.agent_id(), sink.key.agent_id(), options.flood_bytes);
         net::steady_timer timer(co_await net::this_coro::executor);
         const auto interval = static_cast<std::uint64_t>(1e9 / options.flood_rate);
         std::uint64_t next = schedule.start;
@@ -413,7 +424,6 @@ SlowConsumerResult run_relay_slow_consumer(const SlowConsumerOptions& options) {
           flood_bytes += n;
           ++result.flood_sent;
         }
-        flood_done = true;
       },
       net::detached);
   // The flooder reads the relay's answers (queued / undeliverable), or it would become a slow
@@ -526,8 +536,9 @@ SlowConsumerResult run_relay_slow_consumer(const SlowConsumerOptions& options) {
   }
   close_socket(flooder.ws);
   close_socket(sink.ws);
-  (void)flood_done;
   result.others = collect(shards, options.window);
+  result.others.server_cores = cpu.cores();
+  result.others.generator_cores = cpu.generator_cores();
   return result;
 }
 
@@ -539,6 +550,7 @@ AuthResult run_relay_auth(const AuthOptions& options) {
   std::vector<KeyPair> keys;
   for (int i = 0; i < options.concurrency; ++i) keys.push_back(KeyPair::generate());
   const Schedule schedule = Schedule::from_now(options.window);
+  ServerCpuSampler cpu(options.server_pid, schedule.measure_from, schedule.measure_to);
   for (int i = 0; i < options.concurrency; ++i) {
     net::co_spawn(
         ioc,
@@ -570,6 +582,8 @@ AuthResult run_relay_auth(const AuthOptions& options) {
         net::detached);
   }
   ioc.run();
+  result.server_cores = cpu.cores();
+  result.generator_cores = cpu.generator_cores();
   return result;
 }
 
