@@ -1,6 +1,6 @@
 // mesh-demo: the agent-mesh flow in one process, printing each step.
 //
-// Until the relay, Noise sessions and the SDK land (issues 11–15), it shows what the core does:
+// Until the SDK and daemon land (issue 15), it shows what the core does:
 // two identities, a signed request envelope from Alice to Bob, Bob's receive checks, and the
 // rejections a tampered, replayed or misaddressed envelope gets.
 #include <CLI/CLI.hpp>
@@ -79,7 +79,7 @@ int run(const std::string& key_dir) {
   expect_rejected(6, "a tampered copy", receive_envelope(tampered, bob.agent_id(), now_ms(), freshness, replay));
   KeyPair carol = KeyPair::generate();
   expect_rejected(7, "the frame delivered to Carol", receive_envelope(frame, carol.agent_id(), now_ms(), freshness, replay));
-  step(8, "done: the relay, Noise sessions and the SDK arrive with the next issues");
+  step(8, "done: encrypted sessions over the relay come with the SDK (next issues)");
   return 0;
 }
 
