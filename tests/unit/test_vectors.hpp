@@ -1,6 +1,8 @@
 // Loading the published test vectors copied into tests/vectors/ (see tests/vectors/SOURCES.md).
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <boost/json.hpp>
 #include <fstream>
 #include <sstream>
@@ -33,5 +35,14 @@ inline Bytes hex(std::string_view text) {
 }
 
 inline std::string str(const boost::json::value& v) { return std::string(v.as_string()); }
+
+// A fixed-size key, nonce or signature from a vector's bytes; a wrong length is a broken vector.
+template <std::size_t N>
+std::array<std::uint8_t, N> fixed(const Bytes& bytes) {
+  if (bytes.size() != N) throw std::runtime_error("test vector value has the wrong length");
+  std::array<std::uint8_t, N> out{};
+  std::copy(bytes.begin(), bytes.end(), out.begin());
+  return out;
+}
 
 }  // namespace agent_mesh::test

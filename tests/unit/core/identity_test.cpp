@@ -39,13 +39,7 @@ constexpr std::array<Purpose, 6> kAllPurposes = {Purpose::auth,   Purpose::envel
 // The test's own oracle calls libsodium directly; make sure it is initialised (idempotent).
 void init_sodium() { ASSERT_GE(sodium_init(), 0); }
 
-template <std::size_t N>
-std::array<std::uint8_t, N> fixed(const Bytes& bytes) {
-  if (bytes.size() != N) throw std::runtime_error("test vector value has the wrong length");
-  std::array<std::uint8_t, N> out{};
-  std::copy(bytes.begin(), bytes.end(), out.begin());
-  return out;
-}
+using test::fixed;
 
 Bytes concat(ByteView a, ByteView b) {
   Bytes out(a.begin(), a.end());

@@ -31,13 +31,7 @@ constexpr std::string_view kPrologue = "agent-mesh/v1";  // protocol §5
 
 void init_sodium() { ASSERT_GE(sodium_init(), 0); }
 
-template <std::size_t N>
-std::array<std::uint8_t, N> fixed(const Bytes& bytes) {
-  if (bytes.size() != N) throw std::runtime_error("test vector value has the wrong length");
-  std::array<std::uint8_t, N> out{};
-  std::copy(bytes.begin(), bytes.end(), out.begin());
-  return out;
-}
+using test::fixed;
 
 Bytes bytes_of(std::string_view text) {
   const ByteView view = as_bytes(text);

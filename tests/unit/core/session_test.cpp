@@ -27,10 +27,7 @@ LocalIdentity identity(const std::string& name) {
 }
 
 noise::DhKeyPair ephemeral(const boost::json::value& hex_secret) {
-  X25519Key secret{};
-  const Bytes bytes = hex(hex_secret.as_string());
-  std::copy(bytes.begin(), bytes.end(), secret.begin());
-  return noise::DhKeyPair::from_secret(secret);
+  return noise::DhKeyPair::from_secret(test::fixed<32>(hex(hex_secret.as_string())));
 }
 
 std::string sha256_hex(ByteView bytes) {
