@@ -272,6 +272,29 @@ class Transaction {
   bool open_ = false;
 };
 
+// Resume tokens are a shortcut, not state anyone loses by missing: a token gone after an OS crash
+// or power loss only means one full challenge-response login (protocol §6 falls back to it). So
+// their writes commit with synchronous=NORMAL — still safe against kill -9, and with no fsync on the
+// login path (it was two fsyncs per login and capped the authentication rate). The next FULL commit
+// (an envelope, a revocation) fsyncs the whole WAL, these frames included.
+class RelaxedDurability {
+ public:
+  explicit RelaxedDurability(OfflineStore::Impl& store) noexcept : store_(store) {
+    ok_ = store_.exec("PRAGMA synchronous = NORMAL", "relax synchronous").ok();
+  }
+  RelaxedDurability(const RelaxedDurability&) = delete;
+  RelaxedDurability& operator=(const RelaxedDurability&) = delete;
+  ~RelaxedDurability() {
+    // Must not fail silently: a store left at NORMAL would answer `queued` before the fsync. If
+    // even this pragma fails the connection is broken and the next statement reports it.
+    if (ok_) (void)store_.exec("PRAGMA synchronous = FULL", "restore synchronous");
+  }
+
+ private:
+  OfflineStore::Impl& store_;
+  bool ok_ = false;
+};
+
 Result<Uuid> uuid_column(const OfflineStore::Impl& store, const Query& query, int column) {
   auto id = Uuid::parse(query.text(column));
   if (!id) return fail(Errc::internal, "offline store " + store.path + ": corrupt envelope id in the database");
@@ -701,6 +724,7 @@ std::int64_t OfflineStore::bytes_for(const AgentId& to) const noexcept {
 
 Status OfflineStore::put_resume_token(const ResumeTokenHash& hash, const AgentId& agent, std::int64_t expires_ms) {
   Impl& s = *impl_;
+  const RelaxedDurability relaxed(s);
   Transaction transaction(s);
   AGENT_MESH_TRY(transaction.begin());
   {
@@ -721,6 +745,7 @@ Status OfflineStore::put_resume_token(const ResumeTokenHash& hash, const AgentId
 
 Result<std::optional<AgentId>> OfflineStore::consume_resume_token(const ResumeTokenHash& hash, std::int64_t now_ms) {
   Impl& s = *impl_;
+  const RelaxedDurability relaxed(s);
   std::string agent_text;
   std::int64_t expires_ms = 0;
   bool found = false;
@@ -744,6 +769,7 @@ Result<std::optional<AgentId>> OfflineStore::consume_resume_token(const ResumeTo
 
 Status OfflineStore::set_resume_token_expiry(const ResumeTokenHash& hash, std::int64_t expires_ms) {
   Impl& s = *impl_;
+  const RelaxedDurability relaxed(s);
   Query query(s, s.set_token_expiry.get());
   AGENT_MESH_TRY(query.bind_blob(1, hash));
   AGENT_MESH_TRY(query.bind(2, expires_ms));

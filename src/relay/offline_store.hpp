@@ -4,7 +4,9 @@
 // Durability: WAL journal with synchronous=FULL, so every call that returns success has committed
 // and fsynced the WAL. `queued` may be answered as soon as store() returns: neither kill -9 (which
 // WAL survives even with synchronous=NORMAL) nor an OS crash or power loss (which NORMAL does not
-// survive) loses it. The fsync per commit is amortised by store_batch().
+// survive) loses it. The fsync per commit is amortised by store_batch(). Resume-token writes are
+// the exception: they commit without an fsync (a lost token costs one full login, see
+// RelaxedDurability in the .cpp).
 //
 // Ownership: the database is opened with locking_mode=EXCLUSIVE, so a second relay pointed at the
 // same data_dir fails to open it instead of sharing a store whose counters it does not own.
