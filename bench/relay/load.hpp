@@ -88,9 +88,30 @@ struct AuthResult {
   double generator_cores = -1;
 };
 
+// Idle memory: `connections` agents authenticate (at most `concurrency` logins in flight) and then
+// sit idle; the relay's resident memory and the kernel's TCP memory are read before and after.
+struct IdleOptions {
+  int port = 0;
+  int connections = 10000;
+  int concurrency = 64;
+  int server_pid = 0;     // required: whose RSS to read
+  double settle_s = 1.0;  // idle time before the second reading (heartbeats, allocator settling)
+};
+
+struct IdleResult {
+  int connected = 0;
+  std::int64_t rss_before = 0;  // relay VmRSS, bytes
+  std::int64_t rss_after = 0;
+  std::int64_t kernel_tcp_before = 0;  // /proc/net/sockstat "TCP: mem" pages × page size, bytes
+  std::int64_t kernel_tcp_after = 0;
+  std::uint64_t errors = 0;
+  std::string first_error;
+};
+
 RequestReplyResult run_relay_request_reply(const RequestReplyOptions& options);
 RequestReplyResult run_nats_request_reply(const RequestReplyOptions& options);
 SlowConsumerResult run_relay_slow_consumer(const SlowConsumerOptions& options);
 AuthResult run_relay_auth(const AuthOptions& options);
+IdleResult run_relay_idle(const IdleOptions& options);
 
 }  // namespace agent_mesh::bench

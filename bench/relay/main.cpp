@@ -6,6 +6,7 @@
 //   relay-bench rr     --target relay|nats --port P --pairs N --size BYTES [--rate R] [--threads T]
 //   relay-bench slow   --port P --pairs N --size BYTES --stall 0|1 [--flood-rate R] [--flood-size BYTES]
 //   relay-bench auth   --port P [--concurrency C]
+//   relay-bench idle   --port P --server-pid PID [--connections N] [--concurrency C] [--settle SECONDS]
 //   relay-bench verify                 crypto_sign_verify_detached per second, one thread
 //   relay-bench free-port              a free loopback TCP port (for nats-server)
 // Common: --warmup SECONDS (0.5) --duration SECONDS (3); --server-pid PID adds the server's CPU
@@ -127,6 +128,24 @@ int auth_rate(const Args& args) {
   return r.errors == 0 && r.authenticated > 0 ? 0 : 1;
 }
 
+int idle_memory(const Args& args) {
+  IdleOptions options;
+  options.port = args.integer("port", 0);
+  options.connections = args.integer("connections", 10000);
+  options.concurrency = args.integer("concurrency", 64);
+  options.server_pid = args.integer("server-pid", 0);
+  options.settle_s = args.number("settle", 1.0);
+  const IdleResult r = run_relay_idle(options);
+  const double n = r.connected > 0 ? r.connected : 1;
+  std::printf("RESULT connections=%d rss_before=%lld rss_after=%lld rss_per_conn=%.0f kernel_tcp_per_conn=%.0f",
+              r.connected, static_cast<long long>(r.rss_before), static_cast<long long>(r.rss_after),
+              static_cast<double>(r.rss_after - r.rss_before) / n,
+              static_cast<double>(r.kernel_tcp_after - r.kernel_tcp_before) / n);
+  print_error(r.errors, r.first_error);
+  std::printf("\n");
+  return r.errors == 0 && r.connected == options.connections ? 0 : 1;
+}
+
 // The ceiling of benchmark 5: what one core verifies per second, on exactly the bytes a relay
 // verifies for an auth frame (prefix ‖ 32-byte nonce ‖ relay_id).
 int verify_rate(const Args& args) {
@@ -190,7 +209,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (argc < 2) {
-    std::fprintf(stderr, "usage: relay-bench rr|slow|auth|verify|free-port [--key value ...]\n");
+    std::fprintf(stderr, "usage: relay-bench rr|slow|auth|idle|verify|free-port [--key value ...]\n");
     return 2;
   }
   const std::string command = argv[1];
@@ -211,6 +230,7 @@ int main(int argc, char** argv) {
     if (command == "rr") return request_reply(args);
     if (command == "slow") return slow_consumer(args);
     if (command == "auth") return auth_rate(args);
+    if (command == "idle") return idle_memory(args);
     if (command == "verify") return verify_rate(args);
     if (command == "free-port") return free_port();
     std::fprintf(stderr, "relay-bench: unknown command %s\n", command.c_str());

@@ -8,6 +8,7 @@
 #include <boost/beast/websocket.hpp>
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <stdexcept>
 #include <thread>
@@ -584,6 +585,94 @@ AuthResult run_relay_auth(const AuthOptions& options) {
   ioc.run();
   result.server_cores = cpu.cores();
   result.generator_cores = cpu.generator_cores();
+  return result;
+}
+
+namespace {
+
+// VmRSS of `pid` in bytes (from /proc/<pid>/status), or -1.
+std::int64_t resident_bytes(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;  // "VmRSS:  1234 kB"
+  }
+  return -1;
+}
+
+// The kernel's memory for all TCP sockets (both ends of every loopback connection), in bytes.
+std::int64_t kernel_tcp_bytes() {
+  std::ifstream in("/proc/net/sockstat");
+  std::string word;
+  while (in >> word) {
+    if (word != "TCP:") continue;
+    std::string key;
+    std::int64_t value = 0;
+    while (in >> key >> value) {
+      if (key == "mem") return value * sysconf(_SC_PAGESIZE);
+    }
+  }
+  return -1;
+}
+
+}  // namespace
+
+IdleResult run_relay_idle(const IdleOptions& options) {
+  if (options.server_pid <= 0) throw std::runtime_error("idle needs --server-pid");
+  net::io_context ioc{1};
+  IdleResult result;
+  result.rss_before = resident_bytes(options.server_pid);
+  result.kernel_tcp_before = kernel_tcp_bytes();
+  std::vector<std::unique_ptr<Agent>> agents;
+  agents.reserve(static_cast<std::size_t>(options.connections));
+  for (int i = 0; i < options.connections; ++i) agents.push_back(std::make_unique<Agent>(ioc));
+  int next = 0;
+  int opened = 0;
+  net::steady_timer all_open(ioc, std::chrono::steady_clock::time_point::max());
+  // `concurrency` workers take agents off the list in turn, so at most that many logins are in
+  // flight (the relay's listen backlog is not what is measured).
+  for (int w = 0; w < std::min(options.concurrency, options.connections); ++w) {
+    net::co_spawn(
+        ioc,
+        [&]() -> net::awaitable<void> {
+          while (next < options.connections) {
+            Agent& agent = *agents[static_cast<std::size_t>(next++)];
+            try {
+              co_await open_agent(agent.ws, options.port, agent.key);
+              ++result.connected;
+              // A pending read answers the relay's heartbeat pings while the agent idles.
+              net::co_spawn(
+                  ioc,
+                  [&agent]() -> net::awaitable<void> {
+                    beast::flat_buffer buffer;
+                    for (;;) {
+                      auto [ec, n] = co_await agent.ws.async_read(buffer, use_tuple);
+                      if (ec) co_return;
+                      buffer.consume(n);
+                    }
+                  },
+                  net::detached);
+            } catch (const std::exception& e) {
+              ++result.errors;
+              if (result.first_error.empty()) result.first_error = e.what();
+            }
+            if (++opened == options.connections) all_open.cancel();
+          }
+        },
+        net::detached);
+  }
+  net::co_spawn(
+      ioc,
+      [&]() -> net::awaitable<void> {
+        co_await all_open.async_wait(use_tuple);
+        net::steady_timer settle(ioc, std::chrono::milliseconds(static_cast<int>(options.settle_s * 1000)));
+        co_await settle.async_wait(use_tuple);
+        result.rss_after = resident_bytes(options.server_pid);
+        result.kernel_tcp_after = kernel_tcp_bytes();
+        for (auto& agent : agents) close_socket(agent->ws);
+      },
+      net::detached);
+  ioc.run();
   return result;
 }
 

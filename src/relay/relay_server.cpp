@@ -38,6 +38,7 @@
 #include "agent_mesh/version.hpp"
 #include "offline_store.hpp"
 #include "rate_limiter.hpp"
+#include "fifo_queue.hpp"
 #include "relay_log.hpp"
 #include "relay_metrics.hpp"
 
@@ -55,6 +56,8 @@ namespace {
 // Store operations one connection may have queued before it is told to retry, and in all: the
 // store thread commits a few thousand envelopes per second, so these bound its queue to seconds.
 constexpr int kMaxStoreOpsPerConnection = 256;
+// Beast copies a frame through its write buffer only to mask or fragment it; a server does neither.
+constexpr std::size_t kWebSocketWriteBufferBytes = 512;
 constexpr std::int64_t kMaxStoreBacklog = 20000;
 
 std::int64_t wall_ms() {
@@ -106,6 +109,37 @@ class ConnectionBase {
  protected:
   std::atomic<std::int64_t> connected_at_ms_{0};
   std::atomic<std::int64_t> last_seen_ms_{0};
+};
+
+// The read buffer of a connection. Beast's websocket read prepares tcp_frame_size (1,536) bytes
+// before the first byte of a message arrives, so with a plain flat_buffer every idle connection
+// pins 1.5 KiB it is not using. This one hands out at most kFirstRead bytes until the message has
+// begun (Beast then asks for exactly the rest of the frame) and is emptied after each message: an
+// idle connection holds kFirstRead bytes, a busy one allocates about once per message (the frame
+// is copied into its own string anyway).
+class FrugalReadBuffer {
+ public:
+  using const_buffers_type = beast::flat_buffer::const_buffers_type;
+  using mutable_buffers_type = beast::flat_buffer::mutable_buffers_type;
+
+  [[nodiscard]] std::size_t size() const noexcept { return buffer_.size(); }
+  [[nodiscard]] std::size_t max_size() const noexcept { return buffer_.max_size(); }
+  [[nodiscard]] std::size_t capacity() const noexcept { return buffer_.capacity(); }
+  [[nodiscard]] const_buffers_type data() const noexcept { return buffer_.data(); }
+  [[nodiscard]] mutable_buffers_type prepare(std::size_t n) {
+    return buffer_.prepare(buffer_.size() == 0 ? std::min(n, kFirstRead) : n);
+  }
+  void commit(std::size_t n) noexcept { buffer_.commit(n); }
+  void consume(std::size_t n) noexcept { buffer_.consume(n); }
+  // Drops the message and gives the memory back.
+  void release() {
+    buffer_.consume(buffer_.size());
+    buffer_.shrink_to_fit();
+  }
+
+ private:
+  static constexpr std::size_t kFirstRead = 128;  // most control frames fit whole
+  beast::flat_buffer buffer_;
 };
 
 // ---- shared relay state ----
@@ -251,6 +285,7 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
   }
 
   const AgentId& agent() const noexcept { return agent_; }
+  Stream& stream() noexcept { return ws_; }
 
  private:
   // Live envelopes count against write_queue_bytes; the relay's own answers against a bound of the
@@ -293,7 +328,8 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
   void undeliverable(std::optional<Uuid> id, Errc code, std::optional<std::int64_t> retry_after_ms = std::nullopt);
   void teardown();
   void leave_routes();
-  net::awaitable<void> heartbeat_loop();
+  void schedule_heartbeat();
+  void on_heartbeat();
 
   RelayServer::Impl& relay_;
   Stream ws_;
@@ -308,10 +344,10 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
   std::chrono::steady_clock::time_point last_read_ = std::chrono::steady_clock::now();
   std::optional<ResumeTokenHash> resume_hash_;
 
-  std::deque<Outgoing> queue_;
+  FifoQueue<Outgoing> queue_;
   std::size_t queued_live_bytes_ = 0;
   std::size_t queued_control_bytes_ = 0;
-  std::deque<std::string> before_welcome_;
+  std::vector<std::string> before_welcome_;
   bool writing_ = false;
   bool ws_open_ = false;      // async_accept completed: WebSocket frames may be written
   bool ping_pending_ = false;
@@ -325,7 +361,7 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
   std::int64_t replay_remaining_ = 0;
   bool replay_requested_ = false;
   bool welcome_sent_ = false;
-  std::deque<std::shared_ptr<const std::string>> held_live_;
+  FifoQueue<std::shared_ptr<const std::string>> held_live_;
   std::size_t held_live_bytes_ = 0;
 
   int store_ops_in_flight_ = 0;
@@ -356,7 +392,7 @@ void Connection<Transport>::begin_close(std::uint16_t code, std::string reason) 
   // from the store stay there until acked. Our own answers (e.g. the error frame before this close)
   // still go out first.
   leave_routes();
-  std::deque<Outgoing> keep;
+  FifoQueue<Outgoing> keep;
   for (std::size_t i = 0; i < queue_.size(); ++i) {
     Outgoing& out = queue_[i];
     const bool in_flight = i == 0 && writing_;
@@ -519,16 +555,20 @@ net::awaitable<void> Connection<Transport>::run(http::request<http::string_body>
       connection->fail_and_close(Errc::auth_timeout, "no successful authentication within the auth timeout");
     }
   });
+  // A server's frames go out unmasked and whole (auto_fragment off), so Beast never copies them
+  // through its write buffer: keep that buffer small instead of the default 4 KiB per connection.
+  ws_.write_buffer_bytes(kWebSocketWriteBufferBytes);
   auto [accept_ec] = co_await ws_.async_accept(upgrade, use_tuple);
+  upgrade = {};  // its headers would otherwise stay allocated for the connection's whole life
   if (!accept_ec && !closed_) {
     ws_open_ = true;
     // Pongs and other control frames count as life: Beast answers and consumes them inside
     // async_read, which completes only for data messages.
     ws_.control_callback([this](websocket::frame_type, beast::string_view) { last_read_ = std::chrono::steady_clock::now(); });
     if (relay_.draining.load()) begin_close(close_code::draining, "draining");
-    net::co_spawn(ws_.get_executor(), heartbeat_loop(), net::detached);
+    schedule_heartbeat();
     pump_writes();  // anything queued while the handshake was in progress (e.g. an auth timeout)
-    beast::flat_buffer buffer;
+    FrugalReadBuffer buffer;
     for (;;) {
       auto [ec, n] = co_await ws_.async_read(buffer, use_tuple);
       if (ec) {
@@ -545,37 +585,43 @@ net::awaitable<void> Connection<Transport>::run(http::request<http::string_body>
       } else if (phase_ != Phase::closing) {
         handle_frame(beast::buffers_to_string(buffer.data()));
       }
-      buffer.consume(buffer.size());
-      // One large frame must not pin its buffer for the life of the connection.
-      if (buffer.capacity() > limits::max_control_frame_bytes) buffer.shrink_to_fit();
+      buffer.release();
     }
   }
 }
 
 template <class Transport>
-net::awaitable<void> Connection<Transport>::heartbeat_loop() {
+void Connection<Transport>::schedule_heartbeat() {
   // protocol §6: a WebSocket ping every heartbeat_ms; a connection silent for three intervals is
-  // presumed dead and closed at the TCP level.
-  auto self = shared_from_this();
+  // presumed dead and closed at the TCP level. A timer callback rather than a coroutine: an idle
+  // connection then holds one small wait operation instead of two coroutine frames (bench/relay
+  // "idle" measures the difference).
+  heartbeat_timer_.expires_after(std::chrono::milliseconds(relay_.config.heartbeat_ms));
+  heartbeat_timer_.async_wait([weak = weak_from_this()](beast::error_code ec) {
+    auto self = weak.lock();
+    if (ec || !self || self->closed_) return;
+    self->on_heartbeat();
+  });
+}
+
+template <class Transport>
+void Connection<Transport>::on_heartbeat() {
   const auto interval = std::chrono::milliseconds(relay_.config.heartbeat_ms);
-  while (!closed_) {
-    heartbeat_timer_.expires_after(interval);
-    auto [ec] = co_await heartbeat_timer_.async_wait(use_tuple);
-    if (ec || closed_) co_return;
-    if (std::chrono::steady_clock::now() - last_read_ >= 3 * interval) {
-      closed_ = true;
-      beast::error_code ignored;
-      beast::get_lowest_layer(ws_).socket().shutdown(tcp::socket::shutdown_both, ignored);
-      beast::get_lowest_layer(ws_).socket().close(ignored);
-      co_return;
-    }
-    if (close_after_writes_) continue;
-    if (ping_pending_) continue;  // one ping at a time; a stalled write holds it, silence ends it
+  if (std::chrono::steady_clock::now() - last_read_ >= 3 * interval) {
+    closed_ = true;
+    beast::error_code ignored;
+    beast::get_lowest_layer(ws_).socket().shutdown(tcp::socket::shutdown_both, ignored);
+    beast::get_lowest_layer(ws_).socket().close(ignored);
+    return;
+  }
+  // One ping at a time (a stalled write holds it, silence ends it); none once closing.
+  if (!close_after_writes_ && !ping_pending_) {
     ping_pending_ = true;
     ws_.async_ping({}, [weak = this->weak_from_this()](beast::error_code) {
       if (auto connection = weak.lock()) connection->ping_pending_ = false;
     });
   }
+  schedule_heartbeat();
 }
 
 template <class Transport>
@@ -1131,7 +1177,10 @@ net::awaitable<void> RelayServer::Impl::serve_stream(Transport stream, std::stri
       beast::get_lowest_layer(stream).expires_never();
       using Conn = Connection<Transport>;
       auto connection = std::make_shared<Conn>(*this, typename Conn::Stream(std::move(stream)), client_ip, accepted);
-      co_await connection->run(std::move(request));
+      // The connection runs in its own coroutine so that this one's frame (HTTP buffer, parser)
+      // is freed now rather than held for the connection's life.
+      auto executor = beast::get_lowest_layer(connection->stream()).get_executor();
+      net::co_spawn(executor, connection->run(std::move(request)), net::detached);
       co_return;
     }
     auto response = handle_http(request, client_ip);
