@@ -6,7 +6,7 @@ namespace agent_mesh::relay {
 namespace {
 
 constexpr std::array<const char*, static_cast<std::size_t>(AuthResult::count)> kAuthNames{
-    "ok", "resumed", "bad_signature", "bad_hello", "unsupported_version", "timeout", "revoked", "rate_limited"};
+    "ok", "resumed", "bad_signature", "bad_hello", "unsupported_version", "timeout", "revoked", "rate_limited", "not_registered"};
 
 void family(std::string& out, const char* name, const char* type, const char* help) {
   out += "# HELP agent_mesh_relay_";

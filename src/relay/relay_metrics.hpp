@@ -11,7 +11,7 @@
 
 namespace agent_mesh::relay {
 
-enum class AuthResult : std::uint8_t { ok, resumed, bad_signature, bad_hello, unsupported_version, timeout, revoked, rate_limited, count };
+enum class AuthResult : std::uint8_t { ok, resumed, bad_signature, bad_hello, unsupported_version, timeout, revoked, rate_limited, not_registered, count };
 
 struct RelayMetrics {
   std::atomic<std::int64_t> connections{0};      // open WebSocket connections (authenticated or not)

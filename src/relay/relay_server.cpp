@@ -161,6 +161,9 @@ struct RelayServer::Impl {
   std::int64_t started_ms = wall_ms();
   std::atomic<bool> draining{false};
   std::atomic<std::int64_t> store_backlog{0};  // store operations queued by connections
+  bool serve_relay = true;                      // false: HTTP front only (agent-mesh-registry)
+  agent_mesh::http::Handler http_handler;
+  std::function<bool(const AgentId&)> registration_gate;  // relay.md "Gate"; empty: everyone
 
   // Routing table: agent ID → its one authenticated connection (relay.md "Routing").
   std::shared_mutex routes_mutex;
@@ -239,6 +242,11 @@ struct RelayServer::Impl {
   std::optional<net::ssl::context> tls;  // set when tls_cert/tls_key are configured (wss)
   http::response<http::string_body> handle_http(const http::request<http::string_body>& request, const std::string& peer_ip);
   http::response<http::string_body> post_revocation(const http::request<http::string_body>& request);
+  [[nodiscard]] bool is_relay_endpoint(std::string_view target) const;
+  // Hands a request to the embedding handler and waits (without blocking a thread) for its answer.
+  net::awaitable<http::response<http::string_body>> handle_elsewhere(http::request<http::string_body> request,
+                                                                     std::string client_ip);
+  [[nodiscard]] Status persist_and_apply(const Revocation& revocation);
   void apply_revocation(const AgentId& agent);
   void expire_store_periodically(std::shared_ptr<net::steady_timer> timer);
 };
@@ -728,6 +736,11 @@ void Connection<Transport>::on_authenticated(bool resumed) {
   log_event(LogLevel::info, "connection.authenticated",
             {{"agent", agent_.str()}, {"ip", peer_ip_}, {"resumed", resumed ? "true" : "false"}});
   auth_timer_.cancel();
+  if (relay_.registration_gate && !relay_.registration_gate(agent_)) {
+    relay_.metrics.count_auth(AuthResult::not_registered);
+    fail_and_close(Errc::auth_failed, "this agent ID is not registered with the registry (or is revoked there)");
+    return;
+  }
   phase_ = Phase::replaying;
   connected_at_ms_.store(wall_ms(), std::memory_order_relaxed);
   last_seen_ms_.store(connected_at_ms(), std::memory_order_relaxed);
@@ -1081,20 +1094,71 @@ http::response<http::string_body> RelayServer::Impl::post_revocation(const http:
       return error_response(http::status::bad_request, Errc::bad_request, verified.error().message, request.version());
     }
   }
+  if (Status result = persist_and_apply(*revocation); !result) {
+    return error_response(http::status::internal_server_error, Errc::internal, result.error().message, request.version());
+  }
+  return json_response(http::status::ok, R"({"revoked":true})", request.version());
+}
+
+Status RelayServer::Impl::persist_and_apply(const Revocation& revocation) {
   // Persisted (and the agent's stored envelopes dropped) before the answer, so it survives a
   // restart the moment the caller hears 200.
   std::promise<Status> persisted;
   auto done = persisted.get_future();
-  on_store_thread([this, &persisted, r = *revocation] {
-    auto added = store->add_revocation(r);
+  on_store_thread([this, &persisted, &revocation] {
+    auto added = store->add_revocation(revocation);
     persisted.set_value(added ? Status{} : Status{std::move(added).error()});
   });
   Status result = done.get();
-  if (!result) {
-    return error_response(http::status::internal_server_error, Errc::internal, result.error().message, request.version());
+  if (!result) return result;
+  apply_revocation(revocation.agent_id);
+  return {};
+}
+
+bool RelayServer::Impl::is_relay_endpoint(std::string_view target) const {
+  if (!serve_relay) return false;
+  const std::string_view path = target.substr(0, target.find('?'));
+  return path == "/health" || path == "/status" || path == "/metrics" || path == "/revocations" || path == "/relay/ws";
+}
+
+net::awaitable<http::response<http::string_body>> RelayServer::Impl::handle_elsewhere(
+    http::request<http::string_body> request, std::string client_ip) {
+  const unsigned version = request.version();
+  if (!http_handler) {
+    co_return error_response(http::status::not_found, Errc::not_found, "no such endpoint", version);
   }
-  apply_revocation(revocation->agent_id);
-  return json_response(http::status::ok, R"({"revoked":true})", request.version());
+  agent_mesh::http::Request plain;
+  plain.method = std::string(request.method_string());
+  plain.target = std::string(request.target());
+  for (const auto& field : request) plain.fields.emplace_back(std::string(field.name_string()), std::string(field.value()));
+  plain.body = std::move(request.body());
+  plain.client_ip = std::move(client_ip);
+  // The handler may answer from any thread and at any time (long polls): the answer is posted
+  // back here and a timer that never expires on its own is cancelled to resume this coroutine.
+  struct Pending {
+    explicit Pending(net::any_io_executor executor) : wake(std::move(executor), std::chrono::steady_clock::time_point::max()) {}
+    net::steady_timer wake;
+    std::optional<agent_mesh::http::Response> answer;
+  };
+  const auto executor = co_await net::this_coro::executor;
+  auto pending = std::make_shared<Pending>(executor);
+  http_handler(std::move(plain), [pending, executor](agent_mesh::http::Response answer) {
+    net::post(executor, [pending, answer = std::move(answer)]() mutable {
+      if (pending->answer) return;  // answered twice: the first answer stands
+      pending->answer = std::move(answer);
+      pending->wake.cancel();
+    });
+  });
+  while (!pending->answer) {
+    auto [ec] = co_await pending->wake.async_wait(use_tuple);
+    (void)ec;
+  }
+  http::response<http::string_body> response{static_cast<http::status>(pending->answer->status), version};
+  response.set(http::field::server, std::string("agent-mesh/") + std::string(kVersion));
+  for (auto& [name, value] : pending->answer->fields) response.set(name, value);
+  response.body() = std::move(pending->answer->body);
+  response.prepare_payload();
+  co_return response;
 }
 
 void RelayServer::Impl::apply_revocation(const AgentId& agent) {
@@ -1149,11 +1213,24 @@ net::awaitable<void> RelayServer::Impl::serve_stream(Transport stream, std::stri
   for (int served = 0; served < 100; ++served) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(16 * 1024);
-    parser.body_limit(64 * 1024);  // HTTP bodies here are revocations: small
+    // The relay's own bodies (revocations) are small; an embedded handler (the registry) takes
+    // up to 1 MiB (registry.md).
+    const std::size_t body_limit = http_handler ? RelayServer::kMaxHandlerBodyBytes : 64 * 1024;
+    parser.body_limit(body_limit);
     beast::get_lowest_layer(stream).expires_after(std::chrono::milliseconds(config.auth_timeout_ms));
     auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple);
+    if (ec == http::error::body_limit) {
+      // Answered, not just dropped: the client learns what was wrong (registry.md: 413).
+      auto response = error_response(
+          http::status::payload_too_large, Errc::too_large,
+          "request body is larger than " + std::to_string(body_limit) + " bytes", parser.get().version());
+      response.keep_alive(false);
+      co_await http::async_write(stream, response, use_tuple);
+      co_return;
+    }
     if (ec) co_return;
     auto request = parser.release();
+    const bool keep_alive = request.keep_alive();
     const std::string client_ip = client_address(config, peer_ip, request["X-Forwarded-For"]);
     if (client_ip != peer_ip) {
       // Behind a trusted proxy the accept-time limit saw the proxy; apply it to the client now.
@@ -1166,7 +1243,7 @@ net::awaitable<void> RelayServer::Impl::serve_stream(Transport stream, std::stri
     }
     if (websocket::is_upgrade(request)) {
       const std::string_view target = request.target();
-      if (target != "/relay/ws" || draining.load()) {
+      if (target != "/relay/ws" || draining.load() || !serve_relay) {
         auto response = error_response(draining.load() ? http::status::service_unavailable : http::status::not_found,
                                        draining.load() ? Errc::unreachable : Errc::not_found,
                                        draining.load() ? "relay is draining" : "WebSocket endpoint is /relay/ws",
@@ -1183,8 +1260,14 @@ net::awaitable<void> RelayServer::Impl::serve_stream(Transport stream, std::stri
       net::co_spawn(executor, connection->run(std::move(request)), net::detached);
       co_return;
     }
-    auto response = handle_http(request, client_ip);
-    response.keep_alive(request.keep_alive());
+    // (not a conditional expression: g++ 12 miscompiles co_await inside one)
+    http::response<http::string_body> response;
+    if (is_relay_endpoint(request.target())) {
+      response = handle_http(request, client_ip);
+    } else {
+      response = co_await handle_elsewhere(std::move(request), client_ip);
+    }
+    response.keep_alive(keep_alive);
     auto [write_ec, written] = co_await http::async_write(stream, response, use_tuple);
     if (write_ec || !response.keep_alive()) co_return;
   }
@@ -1248,24 +1331,26 @@ RelayServer::~RelayServer() {
 
 Status RelayServer::start() {
   Impl& s = *impl_;
-  std::error_code dir_ec;
-  std::filesystem::create_directories(s.config.data_dir, dir_ec);
-  if (dir_ec) return fail(Errc::internal, "data_dir " + s.config.data_dir.string() + ": " + dir_ec.message());
-  auto store = OfflineStore::open(s.config.data_dir / std::string(kStoreFileName), store_limits_of(s.config));
-  if (!store) return std::move(store).error();
-  s.store.emplace(std::move(store).value());
-  auto revocations = s.store->load_revocations();
-  if (!revocations) return std::move(revocations).error();
-  for (const auto& revocation : *revocations) s.revoked.insert(revocation.agent_id);
+  if (s.serve_relay) {
+    std::error_code dir_ec;
+    std::filesystem::create_directories(s.config.data_dir, dir_ec);
+    if (dir_ec) return fail(Errc::internal, "data_dir " + s.config.data_dir.string() + ": " + dir_ec.message());
+    auto store = OfflineStore::open(s.config.data_dir / std::string(kStoreFileName), store_limits_of(s.config));
+    if (!store) return std::move(store).error();
+    s.store.emplace(std::move(store).value());
+    auto revocations = s.store->load_revocations();
+    if (!revocations) return std::move(revocations).error();
+    for (const auto& revocation : *revocations) s.revoked.insert(revocation.agent_id);
+    // Tokens left open by a crash expire resume_ttl_s from now (the connection is gone).
+    (void)s.store->close_open_resume_tokens(wall_ms() + s.config.resume_ttl_s * 1000);
+    s.metrics.store_depth.store(s.store->stored_messages());
+    s.metrics.store_bytes.store(s.store->store_bytes());
+  }
   if (!s.config.admin_token_file.empty()) s.admin_token = read_secret_file(s.config.admin_token_file.string());
   s.agent_rates.emplace(RateLimitOptions{.rate_per_s = s.config.rate_limit, .burst = s.config.rate_burst});
   s.ip_connects.emplace(RateLimitOptions{.rate_per_s = s.config.ip_connect_rate, .burst = s.config.ip_connect_rate});
-  // Tokens left open by a crash expire resume_ttl_s from now (the connection is gone).
-  (void)s.store->close_open_resume_tokens(wall_ms() + s.config.resume_ttl_s * 1000);
   s.ip_auth_failures.emplace(
       RateLimitOptions{.rate_per_s = s.config.ip_auth_failures / 60.0, .burst = s.config.ip_auth_failures});
-  s.metrics.store_depth.store(s.store->stored_messages());
-  s.metrics.store_bytes.store(s.store->store_bytes());
 
   if (s.config.tls_enabled()) {
     s.tls.emplace(net::ssl::context::tls_server);
@@ -1296,12 +1381,41 @@ Status RelayServer::start() {
   s.listening = "http://" + s.config.listen.authority(bound.port());
   s.relay_id_text = s.config.relay_id(bound.port());
   s.store_thread = std::thread([&s] { s.store_ioc.run(); });
+  s.accept_loop();
+  if (!s.serve_relay) return {};
   log_event(LogLevel::info, "relay.started",
             {{"listen", s.listening}, {"relay_id", s.relay_id_text}, {"stored", std::to_string(s.store->stored_messages())},
              {"revoked", std::to_string(s.revoked.size())}});
-  s.accept_loop();
   s.expire_store_periodically(std::make_shared<net::steady_timer>(s.ioc));
   return {};
+}
+
+void RelayServer::set_http_handler(agent_mesh::http::Handler handler) { impl_->http_handler = std::move(handler); }
+void RelayServer::disable_relay() { impl_->serve_relay = false; }
+void RelayServer::set_registration_gate(std::function<bool(const AgentId&)> gate) {
+  impl_->registration_gate = std::move(gate);
+}
+
+Status RelayServer::revoke(const Revocation& revocation) {
+  if (!impl_->serve_relay) return {};
+  return impl_->persist_and_apply(revocation);
+}
+
+std::vector<RelayServer::Presence> RelayServer::online_agents() const {
+  std::vector<Presence> online;
+  std::shared_lock lock(impl_->routes_mutex);
+  online.reserve(impl_->routes.size());
+  for (const auto& [text, route] : impl_->routes) {
+    online.push_back({route.agent, route.connection->connected_at_ms(), route.connection->last_seen_ms()});
+  }
+  return online;
+}
+
+std::optional<RelayServer::Presence> RelayServer::presence(const AgentId& agent) const {
+  std::shared_lock lock(impl_->routes_mutex);
+  auto it = impl_->routes.find(std::string_view(agent.str()));
+  if (it == impl_->routes.end()) return std::nullopt;
+  return Presence{it->second.agent, it->second.connection->connected_at_ms(), it->second.connection->last_seen_ms()};
 }
 
 std::string RelayServer::listening_url() const { return impl_->listening; }
