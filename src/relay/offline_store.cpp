@@ -743,6 +743,32 @@ Status OfflineStore::put_resume_token(const ResumeTokenHash& hash, const AgentId
   return transaction.commit();
 }
 
+Status OfflineStore::write_resume_tokens(std::span<const ResumeTokenWrite> writes) {
+  Impl& s = *impl_;
+  const RelaxedDurability relaxed(s);
+  Transaction transaction(s);
+  AGENT_MESH_TRY(transaction.begin());
+  for (const auto& write : writes) {
+    if (write.agent) {
+      Query insert(s, s.insert_token.get());
+      AGENT_MESH_TRY(insert.bind_blob(1, write.hash));
+      AGENT_MESH_TRY(insert.bind_text(2, write.agent->str()));
+      AGENT_MESH_TRY(insert.bind(3, write.expires_ms));
+      AGENT_MESH_TRY(insert.run());
+      Query trim(s, s.trim_tokens.get());
+      AGENT_MESH_TRY(trim.bind_text(1, write.agent->str()));
+      AGENT_MESH_TRY(trim.bind(2, std::max<std::int64_t>(1, s.limits.max_resume_tokens_per_agent)));
+      AGENT_MESH_TRY(trim.run());
+    } else {
+      Query query(s, s.set_token_expiry.get());
+      AGENT_MESH_TRY(query.bind_blob(1, write.hash));
+      AGENT_MESH_TRY(query.bind(2, write.expires_ms));
+      AGENT_MESH_TRY(query.run());
+    }
+  }
+  return transaction.commit();
+}
+
 Result<std::optional<AgentId>> OfflineStore::consume_resume_token(const ResumeTokenHash& hash, std::int64_t now_ms) {
   Impl& s = *impl_;
   const RelaxedDurability relaxed(s);

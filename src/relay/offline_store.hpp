@@ -158,6 +158,14 @@ class OfflineStore {
   [[nodiscard]] Result<std::optional<AgentId>> consume_resume_token(const ResumeTokenHash& hash, std::int64_t now_ms);
   // Sets the expiry of a token (on close: now + resume_ttl). A consumed token is not an error.
   [[nodiscard]] Status set_resume_token_expiry(const ResumeTokenHash& hash, std::int64_t expires_ms);
+  // Several put_resume_token / set_resume_token_expiry calls in one transaction, in order (the
+  // relay batches the tokens of concurrent logins and closes: one commit instead of one each).
+  struct ResumeTokenWrite {
+    ResumeTokenHash hash{};
+    std::optional<AgentId> agent;  // set: put (issue) the token; absent: set its expiry
+    std::int64_t expires_ms = 0;
+  };
+  [[nodiscard]] Status write_resume_tokens(std::span<const ResumeTokenWrite> writes);
   // Gives every still-open token the expiry `expires_ms`. Call once at start with now +
   // resume_ttl: connections open when the relay stopped have closed by then.
   [[nodiscard]] Status close_open_resume_tokens(std::int64_t expires_ms);

@@ -235,6 +235,14 @@ struct RelayServer::Impl {
   void store_later(PendingStore item);
   void write_pending_stores();
 
+  // The same for resume tokens issued at login and given their expiry at close: a login does not
+  // wait for its token's commit (a token lost to a crash costs one normal challenge), and the
+  // tokens of concurrent logins share one transaction. A later consume is posted after the flush
+  // that holds the token, so it always sees it.
+  std::mutex pending_tokens_mutex;
+  std::vector<OfflineStore::ResumeTokenWrite> pending_tokens;
+  void write_token_later(OfflineStore::ResumeTokenWrite write);
+
   void accept_loop();
   net::awaitable<void> serve_http(tcp::socket socket);
   template <class Transport>
@@ -765,9 +773,9 @@ void Connection<Transport>::on_authenticated(bool resumed) {
 
   const ResumeToken token = ResumeToken::generate();
   resume_hash_ = token.hash;
-  relay_.on_store_thread([self = shared_from_this(), token_text = token.text, hash = token.hash]() {
+  relay_.write_token_later({token.hash, agent_, kResumeTokenOpen});
+  relay_.on_store_thread([self = shared_from_this(), token_text = token.text]() {
     auto& store = *self->relay_.store;
-    (void)store.put_resume_token(hash, self->agent_, kResumeTokenOpen);
     const std::int64_t buffered = store.messages_for(self->agent_);
     // From here on, envelopes for this agent are handed to the connection (held until the
     // replay ends) instead of being stored; everything stored before is the replay.
@@ -943,9 +951,7 @@ void Connection<Transport>::teardown() {
   for (auto& frame : unsent) relay_.keep_for_later(std::move(frame));
   if (resume_hash_) {
     // The resume token stays valid until 5 min after this connection closes (protocol §6).
-    relay_.on_store_thread([&relay = relay_, hash = *resume_hash_, ttl = relay_.config.resume_ttl_s] {
-      (void)relay.store->set_resume_token_expiry(hash, wall_ms() + ttl * 1000);
-    });
+    relay_.write_token_later({*resume_hash_, std::nullopt, wall_ms() + relay_.config.resume_ttl_s * 1000});
   }
   {
     std::lock_guard lock(relay_.connections_mutex);
@@ -970,6 +976,26 @@ void RelayServer::Impl::store_later(PendingStore item) {
   // One write task per batch: whoever makes the queue non-empty schedules it; everything queued
   // until it runs joins the same transaction.
   if (first) on_store_thread([this] { write_pending_stores(); });
+}
+
+void RelayServer::Impl::write_token_later(OfflineStore::ResumeTokenWrite write) {
+  bool first = false;
+  {
+    std::lock_guard lock(pending_tokens_mutex);
+    first = pending_tokens.empty();
+    pending_tokens.push_back(std::move(write));
+  }
+  if (!first) return;
+  on_store_thread([this] {
+    std::vector<OfflineStore::ResumeTokenWrite> batch;
+    {
+      std::lock_guard lock(pending_tokens_mutex);
+      batch.swap(pending_tokens);
+    }
+    if (auto written = store->write_resume_tokens(batch); !written) {
+      log_event(LogLevel::warn, "store.resume_tokens_failed", {{"error", written.error().message}});
+    }
+  });
 }
 
 void RelayServer::Impl::write_pending_stores() {
