@@ -611,10 +611,40 @@ Status validate(const RelayConfig& config) {
 }
 
 Result<LoadedConfig> load_relay_config(int argc, const char* const* argv) {
-  CLI::App app{std::string(kDescription), "agent-mesh-relay"};
-  app.footer(std::string(kExamples));
-  app.set_version_flag("--version", "agent-mesh-relay " + std::string(kVersion));
+  return load_relay_config(argc, argv, CommandLine{});
+}
+
+Result<LoadedConfig> load_relay_config(int argc, const char* const* argv, const CommandLine& command) {
+  CLI::App app{command.description.empty() ? std::string(kDescription) : command.description, command.program};
+  app.footer(command.examples.empty() ? std::string(kExamples) : command.examples);
+  app.set_version_flag("--version", command.program + " " + std::string(kVersion));
   app.get_formatter()->column_width(34);
+
+  // The program's own flags, before the relay's so --help lists them first.
+  struct ExtraValue {
+    std::string text;
+    std::vector<std::string> list;
+    bool flag = false;
+    CLI::Option* option = nullptr;
+  };
+  std::vector<ExtraValue> extra_values(command.extra.size());  // sized once: CLI11 keeps pointers
+  for (std::size_t i = 0; i < command.extra.size(); ++i) {
+    const ExtraFlag& flag = command.extra[i];
+    const std::string name = "--" + flag.name;
+    switch (flag.kind) {
+      case ExtraFlag::Kind::text:
+        extra_values[i].option = app.add_option(name, extra_values[i].text, flag.help)
+                                     ->type_name(flag.value_name)
+                                     ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+        break;
+      case ExtraFlag::Kind::list:
+        extra_values[i].option = app.add_option(name, extra_values[i].list, flag.help)->type_name(flag.value_name);
+        break;
+      case ExtraFlag::Kind::boolean:
+        extra_values[i].option = app.add_flag(name, extra_values[i].flag, flag.help);
+        break;
+    }
+  }
 
   std::string config_path;
   app.add_option("--config", config_path, "TOML file of settings; flags override it")->type_name("FILE");
@@ -651,6 +681,16 @@ Result<LoadedConfig> load_relay_config(int argc, const char* const* argv) {
     return loaded;
   } catch (const CLI::ParseError& error) {
     return fail(Errc::bad_request, std::string(error.what()) + " (see --help)");
+  }
+
+  for (std::size_t i = 0; i < command.extra.size(); ++i) {
+    if (extra_values[i].option->count() == 0) continue;
+    auto& values = loaded.extra[command.extra[i].name];
+    switch (command.extra[i].kind) {
+      case ExtraFlag::Kind::text: values.push_back(extra_values[i].text); break;
+      case ExtraFlag::Kind::list: values = extra_values[i].list; break;
+      case ExtraFlag::Kind::boolean: values.push_back("true"); break;
+    }
   }
 
   RawSettings raw;

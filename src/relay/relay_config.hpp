@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -130,12 +131,32 @@ struct RelayConfig {
   [[nodiscard]] bool is_trusted_proxy(std::string_view peer_ip) const noexcept;
 };
 
+// Flags a program adds to the relay's (agent-mesh-server, agent-mesh-registry): their values come
+// back in LoadedConfig::extra, keyed by the flag without its dashes.
+struct ExtraFlag {
+  enum class Kind : std::uint8_t { text, list, boolean };
+  std::string name;  // "db-path" for --db-path
+  std::string help;
+  Kind kind = Kind::text;
+  std::string value_name = "TEXT";
+};
+
+// Who is parsing: the program's name, --help text and its extra flags.
+struct CommandLine {
+  std::string program = "agent-mesh-relay";
+  std::string description;  // empty: the relay's own
+  std::string examples;     // empty: the relay's own
+  std::vector<ExtraFlag> extra;
+};
+
 // What the command line asked for.
 struct LoadedConfig {
   RelayConfig config;  // valid only when !exit_now
   // --help or --version: print exit_text to stdout and exit with status 0, starting nothing.
   bool exit_now = false;
   std::string exit_text;
+  // Values of CommandLine::extra flags that were given (a boolean flag given: {"true"}).
+  std::map<std::string, std::vector<std::string>> extra;
 };
 
 // Parses the command line: `--config FILE` (TOML), then one flag per key overriding the file, then
@@ -144,6 +165,7 @@ struct LoadedConfig {
 // write_queue_bytes ≥ max_envelope_bytes, a wildcard listen address without public_url, ...).
 // argv[0] is the program name, as in main.
 [[nodiscard]] Result<LoadedConfig> load_relay_config(int argc, const char* const* argv);
+[[nodiscard]] Result<LoadedConfig> load_relay_config(int argc, const char* const* argv, const CommandLine& command);
 
 // The rules load_relay_config applies after merging file and flags; exposed for callers that
 // build a RelayConfig in code (tests, agent-mesh-server). Error: bad_request naming the key.

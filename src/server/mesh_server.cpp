@@ -1,0 +1,388 @@
+#include "server/mesh_server.hpp"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/json/serialize.hpp>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent_mesh/json.hpp"
+#include "net/http_client.hpp"
+#include "registry/registry_service.hpp"
+#include "registry/sqlite_storage.hpp"
+#include "registry/static_files.hpp"
+#include "relay/relay_config.hpp"
+#include "relay/relay_log.hpp"
+#include "relay/relay_server.hpp"
+
+namespace agent_mesh::server {
+
+namespace {
+
+using relay::ExtraFlag;
+
+std::vector<ExtraFlag> extra_flags(Role role) {
+  using Kind = ExtraFlag::Kind;
+  std::vector<ExtraFlag> flags{
+      {"db-path", "Registry database (default: <data-dir>/mesh.db)", Kind::text, "FILE"},
+      {"bootstrap",
+       "With no user yet: create user admin with an API token, written to <data-dir>/bootstrap-token (0600) and "
+       "printed once on stderr",
+       Kind::boolean, ""},
+      {"cors-origin", "Origin allowed to call the API from a browser (repeatable; default: none)", Kind::list, "ORIGIN"},
+      {"oauth-device-url", "OAuth device authorization endpoint (GitHub: https://github.com/login/device/code)",
+       Kind::text, "URL"},
+      {"oauth-token-url", "OAuth token endpoint (GitHub: https://github.com/login/oauth/access_token)", Kind::text,
+       "URL"},
+      {"oauth-user-url", "OAuth user endpoint (GitHub: https://api.github.com/user)", Kind::text, "URL"},
+      {"oauth-client-id", "OAuth app client ID (enables login with the device flow)", Kind::text, "ID"},
+      {"oauth-client-secret-file", "File holding the OAuth app's client secret", Kind::text, "FILE"},
+  };
+  if (role == Role::all_in_one) {
+    flags.push_back({"web-root", "Directory of the built web UI served at / (default: the one installed with the binary)",
+                     Kind::text, "DIR"});
+  } else {
+    flags.push_back({"relay-url", "A relay's http(s):// base URL to push revocations to and read liveness from (repeatable)",
+                     Kind::list, "URL"});
+    flags.push_back({"relay-admin-token-file", "File holding the relays' admin token", Kind::text, "FILE"});
+  }
+  return flags;
+}
+
+std::string first(const relay::LoadedConfig& loaded, const std::string& name) {
+  auto it = loaded.extra.find(name);
+  return it == loaded.extra.end() || it->second.empty() ? std::string() : it->second.front();
+}
+
+// agent-mesh-server's --public-url is the http(s):// URL clients reach (registry.md); the relay
+// inside verifies ws(s)://<same authority>/relay/ws as its relay_id. Rewrites the argument so the
+// relay's own parser sees the WebSocket URL.
+std::vector<std::string> rewrite_public_url(int argc, char** argv, std::string& http_public_url) {
+  std::vector<std::string> args(argv, argv + argc);
+  auto to_ws = [&](std::string& value) {
+    std::string base = value;
+    while (!base.empty() && base.back() == '/') base.pop_back();
+    if (base.starts_with("http://")) {
+      http_public_url = base;
+      value = "ws://" + base.substr(7) + "/relay/ws";
+    } else if (base.starts_with("https://")) {
+      http_public_url = base;
+      value = "wss://" + base.substr(8) + "/relay/ws";
+    }
+  };
+  for (std::size_t i = 1; i < args.size(); ++i) {
+    if (args[i] == "--public-url" && i + 1 < args.size()) {
+      to_ws(args[i + 1]);
+    } else if (args[i].starts_with("--public-url=")) {
+      std::string value = args[i].substr(13);
+      to_ws(value);
+      args[i] = "--public-url=" + value;
+    }
+  }
+  return args;
+}
+
+Result<std::string> read_secret(const std::string& path, const std::string& what) {
+  std::ifstream in(path);
+  if (!in) return fail(Errc::bad_request, what + " " + path + ": cannot read it");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) text.pop_back();
+  if (text.empty()) return fail(Errc::bad_request, what + " " + path + " is empty");
+  return text;
+}
+
+// Writes the bootstrap token with mode 0600 from the start (never readable by others, not even
+// briefly), replacing an older file atomically.
+Status write_token_file(const std::filesystem::path& path, const std::string& token) {
+  const std::string temporary = path.string() + ".tmp";
+  ::unlink(temporary.c_str());
+  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return fail(Errc::internal, "bootstrap: cannot create " + temporary + ": " + std::strerror(errno));
+  const std::string line = token + "\n";
+  const bool written = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!written || ::rename(temporary.c_str(), path.c_str()) != 0) {
+    ::unlink(temporary.c_str());
+    return fail(Errc::internal, "bootstrap: cannot write " + path.string());
+  }
+  return {};
+}
+
+std::filesystem::path default_web_root(const char* argv0) {
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) exe = argv0;
+  return exe.parent_path().parent_path() / "share" / "agent-mesh" / "web";
+}
+
+// A standalone registry's view of its relays: revocations posted to each, liveness read from each
+// one's admin /status?agents=1 (cached for a second: discovery pages ask per request).
+class RemoteRelays {
+ public:
+  RemoteRelays(std::vector<std::string> urls, std::string admin_token)
+      : urls_(std::move(urls)), admin_token_(std::move(admin_token)) {
+    for (auto& url : urls_) {
+      while (!url.empty() && url.back() == '/') url.pop_back();
+    }
+  }
+
+  Status push(const Revocation& revocation) {
+    Status result;
+    for (const auto& url : urls_) {
+      net::HttpRequest request;
+      request.method = "POST";
+      request.url = url + "/revocations";
+      request.headers.emplace_back("Content-Type", "application/json");
+      if (!admin_token_.empty()) request.headers.emplace_back("Authorization", "Bearer " + admin_token_);
+      request.body = revocation.serialize();
+      request.timeout = std::chrono::seconds(5);
+      auto response = net::http_request(request);
+      if (!response) {
+        result = std::move(response).error();
+      } else if (response->status != 200) {
+        result = fail(Errc::unreachable, "relay " + url + " answered " + std::to_string(response->status));
+      }
+    }
+    return result;
+  }
+
+  std::vector<registry::RelayLink::Presence> online() {
+    std::lock_guard lock(mutex_);
+    const auto now = std::chrono::steady_clock::now();
+    if (now - fetched_ < std::chrono::seconds(1)) return cached_;
+    fetched_ = now;
+    cached_.clear();
+    for (const auto& url : urls_) {
+      net::HttpRequest request;
+      request.method = "GET";
+      request.url = url + "/status?agents=1";
+      if (!admin_token_.empty()) request.headers.emplace_back("Authorization", "Bearer " + admin_token_);
+      request.timeout = std::chrono::seconds(2);
+      auto response = net::http_request(request);
+      if (!response || response->status != 200) continue;
+      auto body = json::parse_ijson(response->body);
+      if (!body || !body->is_object()) continue;
+      const auto* agents = body->as_object().if_contains("agents");
+      if (agents == nullptr || !agents->is_array()) continue;
+      for (const auto& entry : agents->as_array()) {
+        if (!entry.is_object()) continue;
+        const auto& object = entry.as_object();
+        const auto* id = object.if_contains("agent_id");
+        if (id == nullptr || !id->is_string()) continue;
+        registry::RelayLink::Presence presence;
+        presence.agent_id = std::string(id->as_string());
+        if (const auto* at = object.if_contains("connected_at"); at && at->is_int64()) presence.connected_at_ms = at->as_int64();
+        if (const auto* seen = object.if_contains("last_seen"); seen && seen->is_int64()) presence.last_seen_ms = seen->as_int64();
+        cached_.push_back(std::move(presence));
+      }
+    }
+    return cached_;
+  }
+
+ private:
+  std::vector<std::string> urls_;
+  std::string admin_token_;
+  std::mutex mutex_;
+  std::chrono::steady_clock::time_point fetched_{};
+  std::vector<registry::RelayLink::Presence> cached_;
+};
+
+}  // namespace
+
+int run_mesh_server(int argc, char** argv, Role role) {
+  const std::string program = role == Role::all_in_one ? "agent-mesh-server" : "agent-mesh-registry";
+  relay::CommandLine command;
+  command.program = program;
+  command.description =
+      role == Role::all_in_one
+          ? "agent-mesh-server: the registry (/api/v1/), the relay (/relay/ws) and the web UI (/) in one process.\n"
+            "Every relay setting is also a flag here; --public-url is the http(s):// URL clients reach."
+          : "agent-mesh-registry: the registry's REST API (/api/v1/) alone; relays run separately (--relay-url).";
+  command.examples = "\nExamples:\n  " + program +
+                     " --listen 127.0.0.1:8080 --data-dir /var/lib/agent-mesh --bootstrap\n  " + program +
+                     " --listen 0.0.0.0:8080 --public-url https://mesh.example.com --trusted-proxies 127.0.0.1/32\n";
+  command.extra = extra_flags(role);
+  std::string http_public_url;
+  const std::vector<std::string> args = rewrite_public_url(argc, argv, http_public_url);
+  std::vector<const char*> arg_pointers;
+  for (const auto& arg : args) arg_pointers.push_back(arg.c_str());
+  auto loaded = relay::load_relay_config(static_cast<int>(arg_pointers.size()), arg_pointers.data(), command);
+  if (!loaded) {
+    std::cerr << program << ": " << loaded.error().message << "\n";
+    return 2;
+  }
+  if (loaded->exit_now) {
+    std::cout << loaded->exit_text;
+    return 0;
+  }
+  const relay::RelayConfig& config = loaded->config;
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  relay::init_logging(config);
+
+  std::error_code dir_ec;
+  std::filesystem::create_directories(config.data_dir, dir_ec);
+  if (dir_ec) {
+    std::cerr << program << ": data_dir " << config.data_dir.string() << ": " << dir_ec.message() << "\n";
+    return 1;
+  }
+  const std::string db_path_flag = first(*loaded, "db-path");
+  const std::filesystem::path db_path = db_path_flag.empty() ? config.data_dir / "mesh.db" : std::filesystem::path(db_path_flag);
+  auto opened = registry::SqliteStorage::open(db_path);
+  if (!opened) {
+    std::cerr << program << ": " << opened.error().message << "\n";
+    return 1;
+  }
+  std::shared_ptr<registry::RegistryStorage> storage = std::move(opened).value();
+
+  registry::RegistryOptions options;
+  if (!config.admin_token_file.empty()) {
+    auto token = read_secret(config.admin_token_file.string(), "admin_token_file");
+    if (!token) {
+      std::cerr << program << ": " << token.error().message << "\n";
+      return 2;
+    }
+    options.admin_token = std::move(token).value();
+  }
+  if (auto it = loaded->extra.find("cors-origin"); it != loaded->extra.end()) options.cors_origins = it->second;
+  const std::string client_id = first(*loaded, "oauth-client-id");
+  if (!client_id.empty()) {
+    registry::DeviceFlowConfig oauth;
+    oauth.client_id = client_id;
+    const std::string device_url = first(*loaded, "oauth-device-url");
+    const std::string token_url = first(*loaded, "oauth-token-url");
+    const std::string user_url = first(*loaded, "oauth-user-url");
+    if (!device_url.empty()) oauth.device_url = device_url;
+    if (!token_url.empty()) oauth.token_url = token_url;
+    if (!user_url.empty()) oauth.user_url = user_url;
+    const std::string secret_file = first(*loaded, "oauth-client-secret-file");
+    if (secret_file.empty()) {
+      std::cerr << program << ": --oauth-client-secret-file is required with --oauth-client-id\n";
+      return 2;
+    }
+    auto secret = read_secret(secret_file, "--oauth-client-secret-file");
+    if (!secret) {
+      std::cerr << program << ": " << secret.error().message << "\n";
+      return 2;
+    }
+    oauth.client_secret = std::move(secret).value();
+    options.oauth = std::move(oauth);
+  }
+
+  relay::RelayServer front(config);
+  if (role == Role::registry_only) front.disable_relay();
+  if (auto started = front.start(); !started) {
+    std::cerr << program << ": " << started.error().message << "\n";
+    return 1;
+  }
+  options.public_url = http_public_url.empty() ? front.listening_url() : http_public_url;
+
+  registry::RelayLink link;
+  std::shared_ptr<RemoteRelays> remote;
+  if (role == Role::all_in_one) {
+    options.relay_url = front.relay_id();
+    link.online_agents = [&front] {
+      std::vector<registry::RelayLink::Presence> out;
+      for (const auto& presence : front.online_agents()) {
+        out.push_back({presence.agent.str(), presence.connected_at_ms, presence.last_seen_ms});
+      }
+      return out;
+    };
+    link.push_revocation = [&front](const Revocation& revocation) { return front.revoke(revocation); };
+  } else {
+    std::vector<std::string> relay_urls;
+    if (auto it = loaded->extra.find("relay-url"); it != loaded->extra.end()) relay_urls = it->second;
+    std::string relay_token;
+    if (const std::string file = first(*loaded, "relay-admin-token-file"); !file.empty()) {
+      auto token = read_secret(file, "--relay-admin-token-file");
+      if (!token) {
+        std::cerr << program << ": " << token.error().message << "\n";
+        return 2;
+      }
+      relay_token = std::move(token).value();
+    }
+    if (!relay_urls.empty()) {
+      std::string url = relay_urls.front();
+      while (!url.empty() && url.back() == '/') url.pop_back();
+      if (url.starts_with("https://")) options.relay_url = "wss://" + url.substr(8) + "/relay/ws";
+      if (url.starts_with("http://")) options.relay_url = "ws://" + url.substr(7) + "/relay/ws";
+    }
+    remote = std::make_shared<RemoteRelays>(relay_urls, relay_token);
+    link.online_agents = [remote] { return remote->online(); };
+    link.push_revocation = [remote](const Revocation& revocation) { return remote->push(revocation); };
+  }
+
+  auto service = std::make_shared<registry::RegistryService>(storage, options, link);
+  if (loaded->extra.contains("bootstrap")) {
+    auto token = service->bootstrap();
+    if (!token) {
+      std::cerr << program << ": bootstrap: " << token.error().message << "\n";
+      return 1;
+    }
+    if (*token) {
+      const auto path = config.data_dir / "bootstrap-token";
+      if (auto written = write_token_file(path, **token); !written) {
+        std::cerr << program << ": " << written.error().message << "\n";
+        return 1;
+      }
+      std::cerr << "bootstrap: created user admin; its API token (shown once, also in " << path.string()
+                << ", mode 0600):\n" << **token << "\n";
+    } else {
+      std::cerr << "bootstrap: users exist already; nothing done\n";
+    }
+  }
+
+  std::shared_ptr<registry::StaticFiles> web;
+  if (role == Role::all_in_one) {
+    const std::string flag = first(*loaded, "web-root");
+    web = std::make_shared<registry::StaticFiles>(flag.empty() ? default_web_root(argv[0]) : std::filesystem::path(flag));
+  }
+  front.set_http_handler([service, web](http::Request request, http::Responder respond) {
+    if (web && !request.path().starts_with("/api/")) {
+      respond(web->serve(request));
+      return;
+    }
+    service->handle(std::move(request), std::move(respond));
+  });
+  if (role == Role::all_in_one) {
+    front.set_registration_gate([service](const AgentId& agent) { return service->may_authenticate(agent.str()); });
+  }
+
+  // The first stdout line, so tests and scripts can use port 0 (spec README).
+  std::cout << "listening " << front.listening_url() << std::endl;
+
+  std::thread signal_thread([&front, service, signals] {
+    int received = 0;
+    sigwait(&signals, &received);
+    relay::log_event(relay::LogLevel::info, "server.signal", {{"signal", std::to_string(received)}});
+    service->shutdown();  // answers the long polls, so the drain is not held up by them
+    front.drain();
+  });
+  signal_thread.detach();
+
+  const auto threads = config.threads > 0 ? static_cast<unsigned>(config.threads)
+                                          : std::max(1u, std::thread::hardware_concurrency());
+  front.run(threads);
+  service->shutdown();
+  return 0;
+}
+
+}  // namespace agent_mesh::server
