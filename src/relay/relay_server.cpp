@@ -39,6 +39,7 @@
 #include "offline_store.hpp"
 #include "rate_limiter.hpp"
 #include "fifo_queue.hpp"
+#include "registry_gate.hpp"
 #include "relay_log.hpp"
 #include "relay_metrics.hpp"
 
@@ -163,7 +164,8 @@ struct RelayServer::Impl {
   std::atomic<std::int64_t> store_backlog{0};  // store operations queued by connections
   bool serve_relay = true;                      // false: HTTP front only (agent-mesh-registry)
   agent_mesh::http::Handler http_handler;
-  std::function<bool(const AgentId&)> registration_gate;  // relay.md "Gate"; empty: everyone
+  std::function<bool(const AgentId&)> registration_gate;  // relay.md "Gate" in-process; empty: everyone
+  std::unique_ptr<RegistryGate> remote_gate;              // relay.md "Gate" with registry_url
 
   // Routing table: agent ID → its one authenticated connection (relay.md "Routing").
   std::shared_mutex routes_mutex;
@@ -332,10 +334,15 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
     pump_writes();
   }
   void fail_and_close(Errc code, std::string message);
+  void log_refusal(const std::string& reason) {
+    log_event(LogLevel::info, "connection.gate_refused", {{"agent", agent_.str()}, {"ip", peer_ip_}, {"reason", reason}});
+  }
   void begin_close(std::uint16_t code, std::string reason);
   void enqueue_live(std::shared_ptr<const std::string> frame);
   void pump_writes();
   void on_authenticated(bool resumed);
+  // Proven key: asks the remote registry gate first when there is one, then on_authenticated.
+  void admit(bool resumed);
   void request_stored_batch();
   void finish_store(const Uuid& id, Status result);
   void handle_frame(std::string text);
@@ -689,7 +696,7 @@ void Connection<Transport>::handle_frame(std::string text) {
         if (self->phase_ != Phase::resuming) return;
         if (owner && *owner == self->agent_) {
           self->relay_.metrics.count_auth(AuthResult::resumed);
-          self->on_authenticated(true);
+          self->admit(true);
         } else {
           issue_challenge();  // unknown, used, expired or foreign: a normal challenge
         }
@@ -721,7 +728,7 @@ void Connection<Transport>::handle_frame(std::string text) {
       return;
     }
     relay_.metrics.count_auth(AuthResult::ok);
-    on_authenticated(false);
+    admit(false);
     return;
   }
   // Authenticated: envelopes and control frames.
@@ -737,6 +744,29 @@ void Connection<Transport>::handle_frame(std::string text) {
   } else {
     handle_control(text);
   }
+}
+
+template <class Transport>
+void Connection<Transport>::admit(bool resumed) {
+  if (!relay_.remote_gate) {
+    on_authenticated(resumed);
+    return;
+  }
+  phase_ = Phase::resuming;  // nothing else is accepted until the registry has answered
+  relay_.remote_gate->check(agent_, [weak = this->weak_from_this(), resumed](bool registered, std::string reason) {
+    auto self = weak.lock();
+    if (!self) return;
+    net::post(self->ws_.get_executor(), [self, registered, resumed, reason = std::move(reason)]() mutable {
+      if (self->phase_ != Phase::resuming || self->closed_) return;
+      if (!registered) {
+        self->relay_.metrics.count_auth(AuthResult::not_registered);
+        self->log_refusal(reason);
+        self->fail_and_close(Errc::auth_failed, "this agent ID is not registered with the registry (or is revoked there)");
+        return;
+      }
+      self->on_authenticated(resumed);
+    });
+  });
 }
 
 template <class Transport>
@@ -1373,6 +1403,16 @@ Status RelayServer::start() {
     s.metrics.store_bytes.store(s.store->store_bytes());
   }
   if (!s.config.admin_token_file.empty()) s.admin_token = read_secret_file(s.config.admin_token_file.string());
+  if (s.serve_relay && !s.config.registry_url.empty()) {
+    RegistryGate::Options gate;
+    gate.registry_url = s.config.registry_url;
+    gate.token = read_secret_file(s.config.registry_token_file.string());
+    if (gate.token.empty()) {
+      return fail(Errc::bad_request, "registry_token_file " + s.config.registry_token_file.string() +
+                                         " is empty or unreadable");
+    }
+    s.remote_gate = std::make_unique<RegistryGate>(std::move(gate));
+  }
   s.agent_rates.emplace(RateLimitOptions{.rate_per_s = s.config.rate_limit, .burst = s.config.rate_burst});
   s.ip_connects.emplace(RateLimitOptions{.rate_per_s = s.config.ip_connect_rate, .burst = s.config.ip_connect_rate});
   s.ip_auth_failures.emplace(
