@@ -13,9 +13,11 @@
 //     leave a group (DELETE of their own membership), except its last owner (409 from storage).
 //   - A user belongs to at most kMaxGroupsPerUserListed groups (the bound of the unpaginated
 //     membership list); creating or joining one more is 409.
-//   - /oauth/token answers only in RFC 6749 §5.2 shape {"error", "error_description"?} (400 for
-//     the protocol's errors, 503 temporarily_unavailable when the provider or the registry's
-//     workers are unavailable, 500 server_error), with Cache-Control: no-store.
+//   - /oauth/token answers its errors only in RFC 6749 §5.2 shape {"error", "error_description"?}
+//     (400 for the protocol's errors, invalid_request/invalid_grant/unsupported_grant_type
+//     included; 503 temporarily_unavailable when the provider or the registry's workers are
+//     unavailable; 500 server_error), with Cache-Control: no-store. Only "no provider configured"
+//     (404, both /oauth endpoints) uses our own error format. Bodies may be form-encoded or JSON.
 //   - Device logins: the client gets an opaque handle, never the provider's device_code. The first
 //     poll is never early; a poll before the interval has passed (or while the previous poll is
 //     still with the provider) answers slow_down and adds 5 s to the interval for good. A finished
