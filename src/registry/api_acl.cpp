@@ -490,7 +490,8 @@ Answer acl_sync(RegistryService::Impl& api, Call& call) {
     return error_response(snapshot.error());
   }
   const std::int64_t seen = since->value_or(0);
-  const std::int64_t wait_ms = wait_s->value_or(kDefaultSyncWaitS) * 1000;
+  const std::int64_t wait_ms =
+      wait_s->value_or(std::min(kDefaultSyncWaitS, std::max<std::int64_t>(0, api.options.max_sync_wait_s))) * 1000;
   if (snapshot->version != seen || wait_ms == 0) {
     SyncWaiters::Waiter now_waiter;
     now_waiter.agent_id = agent_id;
