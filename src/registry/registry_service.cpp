@@ -511,10 +511,14 @@ void RegistryService::handle(http::Request request, http::Responder respond) {
 
 bool RegistryService::may_authenticate(const std::string& agent_id) {
   Impl& api = *impl_;
-  auto card = api.storage->get_card(agent_id);
-  if (!card) return false;
-  auto revoked = api.storage->is_revoked(agent_id, api.now());
-  return revoked && !*revoked;
+  const std::int64_t now = api.now();
+  if (auto card = api.storage->get_card(agent_id); card) {
+    auto revoked = api.storage->is_revoked(agent_id, now);
+    return revoked && !*revoked;
+  }
+  // A rotated-away ID has no card any more but routes until grace_until (protocol §7).
+  auto revocation = api.storage->get_revocation(agent_id);
+  return revocation && revocation->kind == RevocationKind::rotation && revocation->effective_at > now;
 }
 
 Result<std::optional<std::string>> RegistryService::bootstrap() {

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <boost/json/serialize.hpp>
 #include <cerrno>
+#include <condition_variable>
+#include <deque>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -137,9 +139,50 @@ class RemoteRelays {
     for (auto& url : urls_) {
       while (!url.empty() && url.back() == '/') url.pop_back();
     }
+    pusher_ = std::thread([this] { push_loop(); });
+  }
+  ~RemoteRelays() {
+    {
+      std::lock_guard lock(push_mutex_);
+      stopping_ = true;
+    }
+    push_wake_.notify_one();
+    pusher_.join();
+  }
+  RemoteRelays(const RemoteRelays&) = delete;
+  RemoteRelays& operator=(const RemoteRelays&) = delete;
+
+  // Queued for the pusher thread: a slow relay never holds up a network thread. A revocation
+  // that does not reach a relay is pushed again at the registry's next start (api_acl.cpp).
+  Status push(const Revocation& revocation) {
+    {
+      std::lock_guard lock(push_mutex_);
+      if (queue_.size() >= 10000) return fail(Errc::rate_limited, "too many revocations waiting for the relays");
+      queue_.push_back(revocation);
+    }
+    push_wake_.notify_one();
+    return {};
   }
 
-  Status push(const Revocation& revocation) {
+ private:
+  void push_loop() {
+    for (;;) {
+      Revocation next;
+      {
+        std::unique_lock lock(push_mutex_);
+        push_wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        next = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      if (auto pushed = push_now(next); !pushed) {
+        relay::log_event(relay::LogLevel::warn, "registry.revocation_push_failed",
+                         {{"agent", next.agent_id.str()}, {"error", pushed.error().message}});
+      }
+    }
+  }
+
+  Status push_now(const Revocation& revocation) {
     Status result;
     for (const auto& url : urls_) {
       net::HttpRequest request;
@@ -159,6 +202,8 @@ class RemoteRelays {
     return result;
   }
 
+
+ public:
   std::vector<registry::RelayLink::Presence> online() {
     std::lock_guard lock(mutex_);
     const auto now = std::chrono::steady_clock::now();
@@ -198,6 +243,11 @@ class RemoteRelays {
   std::mutex mutex_;
   std::chrono::steady_clock::time_point fetched_{};
   std::vector<registry::RelayLink::Presence> cached_;
+  std::mutex push_mutex_;
+  std::condition_variable push_wake_;
+  std::deque<Revocation> queue_;
+  bool stopping_ = false;
+  std::thread pusher_;
 };
 
 }  // namespace
