@@ -228,6 +228,9 @@ Answer create_acl(RegistryService::Impl& api, Call& call);
 Answer delete_acl(RegistryService::Impl& api, Call& call);
 Answer acl_sync(RegistryService::Impl& api, Call& call);
 http::Response acl_sync_answer(RegistryService::Impl& api, const SyncWaiters::Waiter& waiter);
+// At start: pushes every revocation in effect to the relays again (they store them idempotently),
+// repairing pushes lost to a relay outage, and re-arms the timed pushes of rotations in grace.
+void start_relay_resync(RegistryService::Impl& api);
 Answer post_revocation(RegistryService::Impl& api, Call& call);          // POST /revocations
 Answer list_revocations(RegistryService::Impl& api, Call& call);         // GET /revocations
 Answer revoke_agent(RegistryService::Impl& api, Call& call);             // POST /agents/{id}/revoke

@@ -229,26 +229,6 @@ void resync_relays(RegistryService::Impl& api) {
   }
 }
 
-// Starts resync_relays once per service (and storage) on the worker pool.
-void ensure_relay_resync(RegistryService::Impl& api) {
-  if (!api.relay.push_revocation) return;
-  static std::mutex mutex;
-  static std::map<const RegistryService::Impl*, std::weak_ptr<RegistryStorage>> done;
-  {
-    std::lock_guard lock(mutex);
-    auto it = done.find(&api);
-    if (it != done.end()) {
-      const std::shared_ptr<RegistryStorage> seen = it->second.lock();
-      if (seen == api.storage) return;  // already started for this service
-    }
-    done[&api] = api.storage;
-  }
-  if (!api.workers.post([&api] { resync_relays(api); })) {
-    std::lock_guard lock(mutex);
-    done.erase(&api);  // queue full: the next request tries again
-  }
-}
-
 struct RevocationAnswer {
   RevocationRecord record;
   std::optional<std::string> relay_error;
@@ -306,10 +286,15 @@ http::Response unavailable(std::string message) {
 
 }  // namespace
 
+void start_relay_resync(RegistryService::Impl& api) {
+  if (!api.relay.push_revocation) return;
+  // Best effort: with the queue full (impossible at start) the next start repairs it.
+  (void)api.workers.post([&api] { resync_relays(api); });
+}
+
 // ---- GET /acl ----
 
 Answer list_acl(RegistryService::Impl& api, Call& call) {
-  ensure_relay_resync(api);
   if (auto allowed = require_user_or_admin(call.principal); !allowed) return error_response(allowed.error());
   auto groups = visible_groups(api, call.principal);
   if (!groups) return error_response(groups.error());
@@ -333,7 +318,6 @@ Answer list_acl(RegistryService::Impl& api, Call& call) {
 // ---- POST /acl ----
 
 Answer create_acl(RegistryService::Impl& api, Call& call) {
-  ensure_relay_resync(api);
   const Principal& principal = call.principal;
   if (principal.is_agent()) {
     return error_response(Errc::forbidden, "an agent signature does not grant writing ACL rules; use a user's API token");
@@ -421,7 +405,6 @@ Answer create_acl(RegistryService::Impl& api, Call& call) {
 // ---- DELETE /acl/{id} ----
 
 Answer delete_acl(RegistryService::Impl& api, Call& call) {
-  ensure_relay_resync(api);
   const Principal& principal = call.principal;
   if (principal.is_agent()) {
     return error_response(Errc::forbidden, "an agent signature does not grant deleting ACL rules; use a user's API token");
@@ -456,7 +439,6 @@ Answer delete_acl(RegistryService::Impl& api, Call& call) {
 // ---- GET /acl/sync ----
 
 Answer acl_sync(RegistryService::Impl& api, Call& call) {
-  ensure_relay_resync(api);
   const Principal& principal = call.principal;
   switch (principal.kind) {
     case Principal::Kind::anonymous:
@@ -572,7 +554,6 @@ http::Response acl_sync_answer(RegistryService::Impl& api, const SyncWaiters::Wa
 // ---- POST /revocations ----
 
 Answer post_revocation(RegistryService::Impl& api, Call& call) {
-  ensure_relay_resync(api);
   const Principal& principal = call.principal;
   auto revocation = Revocation::parse(call.request.body, false);
   if (!revocation) return error_response(revocation.error());
@@ -601,7 +582,6 @@ Answer post_revocation(RegistryService::Impl& api, Call& call) {
 // ---- GET /revocations ----
 
 Answer list_revocations(RegistryService::Impl& api, Call& call) {
-  ensure_relay_resync(api);
   // registry.md "Credentials": an agent signature reads discovery, its sync and its card, nothing
   // else (daemons learn revocations from /acl/sync).
   if (auto allowed = require_user_or_admin(call.principal); !allowed) return error_response(allowed.error());
@@ -634,7 +614,6 @@ Answer list_revocations(RegistryService::Impl& api, Call& call) {
 // ---- POST /agents/{agent_id}/revoke ----
 
 Answer revoke_agent(RegistryService::Impl& api, Call& call) {
-  ensure_relay_resync(api);
   const Principal& principal = call.principal;
   if (principal.is_agent()) {
     return error_response(Errc::forbidden,
@@ -699,7 +678,6 @@ Answer revoke_agent(RegistryService::Impl& api, Call& call) {
 // ---- POST /agents/{agent_id}/rotate ----
 
 Answer rotate_agent(RegistryService::Impl& api, Call& call) {
-  ensure_relay_resync(api);
   const Principal& principal = call.principal;
   const std::string& old_id = call.params[0];
   constexpr std::string_view kNoAgent = "no agent with this ID in your groups";

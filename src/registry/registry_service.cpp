@@ -466,7 +466,9 @@ void RegistryService::Impl::dispatch(Call& call) {
 
 RegistryService::RegistryService(std::shared_ptr<RegistryStorage> storage, RegistryOptions options, RelayLink relay,
                                  std::function<std::int64_t()> now_ms)
-    : impl_(std::make_unique<Impl>(std::move(storage), std::move(options), std::move(relay), std::move(now_ms))) {}
+    : impl_(std::make_unique<Impl>(std::move(storage), std::move(options), std::move(relay), std::move(now_ms))) {
+  start_relay_resync(*impl_);
+}
 
 RegistryService::~RegistryService() {
   shutdown();
