@@ -271,7 +271,15 @@ int run_mesh_server(int argc, char** argv, Role role) {
   for (const auto& arg : args) arg_pointers.push_back(arg.c_str());
   auto loaded = relay::load_relay_config(static_cast<int>(arg_pointers.size()), arg_pointers.data(), command);
   if (!loaded) {
-    std::cerr << program << ": " << loaded.error().message << "\n";
+    std::string message = loaded.error().message;
+    if (message.find("wildcard address") != std::string::npos) {
+      // The relay's wording names its ws:// relay_id; here the flag takes the site's URL.
+      message = message.substr(0, message.find(':')) +
+                ": a wildcard address needs --public-url, the http(s):// URL clients reach, e.g. "
+                "--public-url https://mesh.example.com (the relay inside then verifies "
+                "wss://mesh.example.com/relay/ws)";
+    }
+    std::cerr << program << ": " << message << "\n";
     return 2;
   }
   if (loaded->exit_now) {

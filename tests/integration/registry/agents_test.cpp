@@ -243,5 +243,37 @@ TEST_F(AgentsTest, CardsSurviveARestart) {
   EXPECT_EQ(card.object().at("name").as_string(), "durable");
 }
 
+TEST(ServerCommandLine, WildcardListenNeedsPublicUrlAndHelpListsTheFlags) {
+  ChildProcess wildcard(binary_path("agent-mesh-server"),
+                        {"--listen", "0.0.0.0:0", "--data-dir", std::filesystem::temp_directory_path().string()},
+                        /*capture_stderr=*/true);
+  std::string output;
+  while (auto line = wildcard.read_line(std::chrono::seconds(10))) output += *line + "\n";
+  EXPECT_EQ(wildcard.wait_exit(std::chrono::seconds(10)), 2);
+  EXPECT_NE(output.find("--public-url https://"), std::string::npos) << output;
+
+  ChildProcess help(binary_path("agent-mesh-server"), {"--help"});
+  std::string text;
+  while (auto line = help.read_line(std::chrono::seconds(10))) text += *line + "\n";
+  EXPECT_EQ(help.wait_exit(std::chrono::seconds(10)), 0);
+  for (const char* flag : {"--public-url", "--web-root", "--bootstrap", "--db-path", "--cors-origin",
+                           "--oauth-client-id", "--admin-token-file", "--rate-limit", "--listen"}) {
+    EXPECT_NE(text.find(flag), std::string::npos) << flag;
+  }
+}
+
+TEST(ServerCommandLine, BootstrapTokenFileIsPrivateAndASecondBootstrapDoesNothing) {
+  MeshServer server;
+  const auto path = server.data_dir() / "bootstrap-token";
+  const auto perms = std::filesystem::status(path).permissions();
+  EXPECT_EQ(perms & std::filesystem::perms::all, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  const std::string before = server.bootstrap_token();
+  server.restart();  // --bootstrap again, users exist: nothing changes
+  std::string after;
+  std::ifstream(path) >> after;
+  EXPECT_EQ(after, before);
+  EXPECT_EQ(server.as(before, "GET", "/api/v1/users/me").status, 200);
+}
+
 }  // namespace
 }  // namespace agent_mesh::test
