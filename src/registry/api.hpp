@@ -20,6 +20,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "agent_mesh/agent_card.hpp"
 #include "agent_mesh/error.hpp"
 #include "agent_mesh/result.hpp"
 #include "net/http_exchange.hpp"
@@ -195,6 +196,10 @@ struct RegistryService::Impl {
 // Appends to the audit log; a failure is logged, never fatal to the request that succeeded.
 void audit(RegistryService::Impl& api, const Principal& principal, std::string action, std::string target,
            boost::json::object detail = {});
+
+// The storage record of a verified signed card; `text` is the card as received.
+[[nodiscard]] AgentCardRecord card_record(const AgentCard& card, std::string text,
+                                          std::optional<std::string> owner_id);
 
 // ---- Handlers (api_*.cpp); each answers now or keeps call.respond ----
 

@@ -262,19 +262,7 @@ boost::json::object revocation_answer_json(const RevocationAnswer& answer) {
 // ---- Cards in a rotate body ----
 
 AgentCardRecord record_of(const AgentCard& card, std::string text) {
-  AgentCardRecord record;
-  record.agent_id = card.agent_id.str();
-  record.group_id = card.group_id.to_string();
-  record.name = card.name;
-  record.description = card.description;
-  boost::json::array capabilities;
-  for (const auto& capability : card.capabilities) capabilities.push_back(capability.to_json());
-  record.capabilities_json = json::serialize_jcs(capabilities);
-  if (card.metadata) record.metadata_json = json::serialize_jcs(*card.metadata);
-  record.timestamp = card.timestamp;
-  if (card.signature) record.signature = base64url_encode(*card.signature);
-  record.card_json = std::move(text);
-  return record;
+  return card_record(card, std::move(text), std::nullopt);
 }
 
 http::Response unavailable(std::string message) {

@@ -47,21 +47,7 @@ Result<SignedCard> card_from_body(const Call& call, std::int64_t now) {
 }
 
 AgentCardRecord record_of(const SignedCard& signed_card, std::optional<std::string> owner_id) {
-  const AgentCard& card = signed_card.card;
-  AgentCardRecord record;
-  record.agent_id = card.agent_id.str();
-  record.group_id = card.group_id.to_string();
-  record.owner_id = std::move(owner_id);
-  record.name = card.name;
-  record.description = card.description;
-  boost::json::array capabilities;
-  for (const auto& capability : card.capabilities) capabilities.push_back(capability.to_json());
-  record.capabilities_json = json::serialize_jcs(capabilities);
-  if (card.metadata) record.metadata_json = json::serialize_jcs(*card.metadata);
-  record.timestamp = card.timestamp;
-  record.signature = base64url_encode(*card.signature);
-  record.card_json = signed_card.text;
-  return record;
+  return card_record(signed_card.card, signed_card.text, std::move(owner_id));
 }
 
 // May this caller act for an existing card (update, delete, write its rules)? Its owner, an
@@ -147,6 +133,23 @@ Answer store_user_card(RegistryService::Impl& api, Call& call, const SignedCard&
 }
 
 }  // namespace
+
+AgentCardRecord card_record(const AgentCard& card, std::string text, std::optional<std::string> owner_id) {
+  AgentCardRecord record;
+  record.agent_id = card.agent_id.str();
+  record.group_id = card.group_id.to_string();
+  record.owner_id = std::move(owner_id);
+  record.name = card.name;
+  record.description = card.description;
+  boost::json::array capabilities;
+  for (const auto& capability : card.capabilities) capabilities.push_back(capability.to_json());
+  record.capabilities_json = json::serialize_jcs(capabilities);
+  if (card.metadata) record.metadata_json = json::serialize_jcs(*card.metadata);
+  record.timestamp = card.timestamp;
+  if (card.signature) record.signature = base64url_encode(*card.signature);
+  record.card_json = std::move(text);
+  return record;
+}
 
 Answer register_agent(RegistryService::Impl& api, Call& call) {
   if (call.principal.is_agent()) {

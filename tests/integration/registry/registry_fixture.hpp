@@ -67,6 +67,23 @@ struct MeshServerOptions {
   bool oauth = true;
 };
 
+// Performs a request and parses a JSON answer.
+inline Reply exchange(const net::HttpRequest& request) {
+  Reply reply;
+  auto response = net::http_request(request);
+  if (!response) {
+    reply.error = response.error().message;
+    return reply;
+  }
+  reply.status = response->status;
+  reply.body = response->body;
+  reply.headers = response->headers;
+  boost::system::error_code ec;
+  auto parsed = boost::json::parse(reply.body, ec);
+  if (!ec) reply.json = std::move(parsed);
+  return reply;
+}
+
 class MeshServer {
  public:
   using Options = MeshServerOptions;
@@ -126,19 +143,7 @@ class MeshServer {
     if (!body.empty()) request.headers.push_back({"Content-Type", "application/json"});
     request.body = body;
     request.timeout = std::chrono::seconds(40);  // above the longest long poll a test asks for
-    Reply reply;
-    auto response = net::http_request(request);
-    if (!response) {
-      reply.error = response.error().message;
-      return reply;
-    }
-    reply.status = response->status;
-    reply.body = response->body;
-    reply.headers = response->headers;
-    boost::system::error_code ec;
-    auto parsed = boost::json::parse(reply.body, ec);
-    if (!ec) reply.json = std::move(parsed);
-    return reply;
+    return exchange(request);
   }
   // With `Authorization: Bearer <token>`.
   [[nodiscard]] Reply as(const std::string& token, const std::string& method, const std::string& target,

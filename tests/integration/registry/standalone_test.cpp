@@ -70,17 +70,7 @@ class StandaloneTest : public ::testing::Test {
     if (!body.empty()) request.headers.push_back({"Content-Type", "application/json"});
     request.body = body;
     request.timeout = std::chrono::seconds(10);
-    Reply reply;
-    auto response = net::http_request(request);
-    if (!response) {
-      reply.error = response.error().message;
-      return reply;
-    }
-    reply.status = response->status;
-    reply.body = response->body;
-    boost::system::error_code ec;
-    reply.json = boost::json::parse(reply.body, ec);
-    return reply;
+    return exchange(request);
   }
   std::string relay_id() const { return "ws://127.0.0.1:" + std::to_string(relay_port_) + "/relay/ws"; }
 
