@@ -243,6 +243,30 @@ TEST_F(AgentsTest, CardsSurviveARestart) {
   EXPECT_EQ(card.object().at("name").as_string(), "durable");
 }
 
+TEST(ServerCors, OffUnlessTheOriginIsAllowListed) {
+  MeshServer plain;
+  auto no_cors = plain.request("GET", "/api/v1/info", "", {{"Origin", "https://app.example.com"}});
+  EXPECT_EQ(no_cors.status, 200);
+  EXPECT_TRUE(no_cors.header("access-control-allow-origin").empty());
+  EXPECT_EQ(plain.request("OPTIONS", "/api/v1/agents", "", {{"Origin", "https://app.example.com"}}).status, 403);
+
+  MeshServer::Options options;
+  options.extra = {"--cors-origin", "https://app.example.com"};
+  MeshServer allowing(options);
+  auto allowed = allowing.request("GET", "/api/v1/info", "", {{"Origin", "https://app.example.com"}});
+  EXPECT_EQ(allowed.header("access-control-allow-origin"), "https://app.example.com");
+  EXPECT_EQ(allowed.header("vary"), "Origin");
+  auto preflight = allowing.request("OPTIONS", "/api/v1/agents", "",
+                                    {{"Origin", "https://app.example.com"},
+                                     {"Access-Control-Request-Method", "POST"},
+                                     {"Access-Control-Request-Headers", "authorization, content-type"}});
+  EXPECT_EQ(preflight.status, 204);
+  EXPECT_NE(preflight.header("access-control-allow-headers").find("Authorization"), std::string::npos);
+  auto other = allowing.request("GET", "/api/v1/info", "", {{"Origin", "https://evil.example.com"}});
+  EXPECT_TRUE(other.header("access-control-allow-origin").empty());
+  EXPECT_EQ(allowing.request("OPTIONS", "/api/v1/agents", "", {{"Origin", "https://evil.example.com"}}).status, 403);
+}
+
 TEST(ServerCommandLine, WildcardListenNeedsPublicUrlAndHelpListsTheFlags) {
   ChildProcess wildcard(binary_path("agent-mesh-server"),
                         {"--listen", "0.0.0.0:0", "--data-dir", std::filesystem::temp_directory_path().string()},
