@@ -1350,7 +1350,19 @@ void RelayServer::Impl::accept_loop() {
       net::co_spawn(executor, serve_http(std::move(socket)), net::detached);
     } else {
       metrics.count_auth(AuthResult::rate_limited);
-      socket.close(endpoint_ec);
+      // Refused with a reason rather than a bare reset (relay.md: 429 with Retry-After), written
+      // once without reading the request; the socket closes when the write completes or fails.
+      static const std::string kTooManyConnections = [] {
+        const std::string body = Error{Errc::rate_limited, "too many connections from this address; retry later"}.to_http_json();
+        return "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+               "Connection: close\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+      }();
+      auto refused = std::make_shared<tcp::socket>(std::move(socket));
+      net::async_write(*refused, net::buffer(kTooManyConnections), [refused](beast::error_code, std::size_t) {
+        beast::error_code ignored;
+        refused->shutdown(tcp::socket::shutdown_both, ignored);
+        refused->close(ignored);
+      });
     }
     accept_loop();
   });

@@ -596,3 +596,26 @@ TEST(RelayConfigCli, UnknownConfigKeyIsNamed) {
 
 }  // namespace
 }  // namespace agent_mesh::test
+
+namespace agent_mesh::test {
+namespace {
+
+TEST_F(RelayTest, ConnectionsOverThePerIpRateAreAnswered429) {
+  start({"--ip-connect-rate", "1"});
+  // The bucket holds one connection (burst = rate); the rest within the same second are refused
+  // with a JSON 429, not a bare reset.
+  int refused = 0;
+  std::string body;
+  for (int i = 0; i < 5; ++i) {
+    auto reply = http_request(port_, "GET", "/health");
+    if (reply.status == 429) {
+      ++refused;
+      body = reply.body;
+    }
+  }
+  ASSERT_GE(refused, 1);
+  EXPECT_NE(body.find("\"rate_limited\""), std::string::npos) << body;
+}
+
+}  // namespace
+}  // namespace agent_mesh::test
