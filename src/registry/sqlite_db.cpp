@@ -240,7 +240,8 @@ Result<std::unique_ptr<Connection>> Connection::open(const std::filesystem::path
   }
   // FULL: what a call reports as stored (a token shown once, a counted setup-key use) is on disk,
   // even across an OS crash.
-  AGENT_MESH_TRY(connection->exec("PRAGMA synchronous = FULL", "set synchronous"));
+  AGENT_MESH_TRY(connection->exec(options.fsync_commits ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = OFF",
+                                  "set synchronous"));
   AGENT_MESH_TRY(connection->exec("PRAGMA foreign_keys = ON", "enable foreign keys"));
   // The schema is ours alone: refuse functions with side effects in views or triggers.
   AGENT_MESH_TRY(connection->exec("PRAGMA trusted_schema = OFF", "set trusted_schema"));

@@ -29,6 +29,9 @@ inline constexpr std::string_view kDefaultDbFileName = "mesh.db";
 struct SqliteOptions {
   // How long a statement waits for a lock held by another connection before failing.
   int busy_timeout_ms = 5000;
+  // false: commits are not fsynced (PRAGMA synchronous = OFF). Only for bulk loads into a fresh
+  // file (bench/registry fills 100,000 cards); the servers always keep the default.
+  bool fsync_commits = true;
 };
 
 namespace sqlite {
