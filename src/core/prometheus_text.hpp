@@ -2,6 +2,8 @@
 // the relay's and the registry's /metrics, each with its own metric-name prefix.
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -25,6 +27,34 @@ class PrometheusText {
  private:
   std::string prefix_;
   std::string out_;
+};
+
+// A lock-free duration histogram (seconds) written as one Prometheus histogram family's samples.
+template <std::size_t N>
+class DurationHistogram {
+ public:
+  explicit constexpr DurationHistogram(std::array<double, N> bounds_s) : bounds_(bounds_s) {}
+
+  void observe_ns(std::uint64_t ns) noexcept {
+    const double seconds = static_cast<double>(ns) / 1e9;
+    std::size_t bucket = 0;
+    while (bucket < N && seconds > bounds_[bucket]) ++bucket;
+    buckets_[bucket].fetch_add(1, std::memory_order_relaxed);
+    count_.fetch_add(1, std::memory_order_relaxed);
+    sum_ns_.fetch_add(ns, std::memory_order_relaxed);
+  }
+  void write(PrometheusText& text, std::string_view name) const {
+    std::array<std::uint64_t, N + 1> counts{};
+    for (std::size_t i = 0; i < counts.size(); ++i) counts[i] = buckets_[i].load(std::memory_order_relaxed);
+    text.histogram(name, bounds_, counts, static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) / 1e9,
+                   count_.load(std::memory_order_relaxed));
+  }
+
+ private:
+  std::array<double, N> bounds_;
+  std::array<std::atomic<std::uint64_t>, N + 1> buckets_{};
+  std::atomic<std::uint64_t> count_{0};
+  std::atomic<std::uint64_t> sum_ns_{0};
 };
 
 }  // namespace agent_mesh

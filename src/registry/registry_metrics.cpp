@@ -18,15 +18,6 @@ void RegistryMetrics::count_request(int status) noexcept {
   }
 }
 
-void RegistryMetrics::observe_duration_ns(std::uint64_t ns) noexcept {
-  const double seconds = static_cast<double>(ns) / 1e9;
-  std::size_t bucket = 0;
-  while (bucket < kBuckets.size() && seconds > kBuckets[bucket]) ++bucket;
-  duration_buckets[bucket].fetch_add(1, std::memory_order_relaxed);
-  duration_count.fetch_add(1, std::memory_order_relaxed);
-  duration_sum_ns.fetch_add(ns, std::memory_order_relaxed);
-}
-
 std::string RegistryMetrics::render(const StatusCounts& counts) const {
   PrometheusText text("agent_mesh_registry_");
   text.family("http_requests_total", "counter", "HTTP requests answered, by status class.");
@@ -35,10 +26,7 @@ std::string RegistryMetrics::render(const StatusCounts& counts) const {
     text.sample("http_requests_total", std::string("{code=\"") + kClasses[i] + "\"}", load(requests_by_class[i]));
   }
   text.family("http_request_duration_seconds", "histogram", "Time to answer a request (long polls excluded).");
-  std::array<std::uint64_t, kBuckets.size() + 1> buckets{};
-  for (std::size_t i = 0; i < buckets.size(); ++i) buckets[i] = duration_buckets[i].load(std::memory_order_relaxed);
-  text.histogram("http_request_duration_seconds", kBuckets, buckets, load(duration_sum_ns) / 1e9,
-                 duration_count.load(std::memory_order_relaxed));
+  duration.write(text, "http_request_duration_seconds");
   text.family("agent_signatures_refused_total", "counter", "Agent-signed requests refused (bad, expired or replayed).");
   text.sample("agent_signatures_refused_total", "", load(agent_signatures_refused));
   text.family("tokens_refused_total", "counter", "Bearer tokens refused (unknown, revoked or expired).");

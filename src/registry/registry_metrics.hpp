@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/prometheus_text.hpp"
 #include "registry/storage.hpp"
 
 namespace agent_mesh::registry {
@@ -21,12 +22,10 @@ struct RegistryMetrics {
   std::atomic<std::uint64_t> revocation_push_failures{0};
   // Request duration histogram (seconds), answered requests only (long polls excluded).
   static constexpr std::array<double, 10> kBuckets{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0};
-  std::array<std::atomic<std::uint64_t>, kBuckets.size() + 1> duration_buckets{};
-  std::atomic<std::uint64_t> duration_count{0};
-  std::atomic<std::uint64_t> duration_sum_ns{0};
+  DurationHistogram<kBuckets.size()> duration{kBuckets};
 
   void count_request(int status) noexcept;
-  void observe_duration_ns(std::uint64_t ns) noexcept;
+  void observe_duration_ns(std::uint64_t ns) noexcept { duration.observe_ns(ns); }
   [[nodiscard]] std::string render(const StatusCounts& counts) const;
 };
 

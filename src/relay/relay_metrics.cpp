@@ -12,15 +12,6 @@ constexpr std::array<const char*, static_cast<std::size_t>(AuthResult::count)> k
 
 }  // namespace
 
-void RelayMetrics::observe_latency_ns(std::uint64_t ns) noexcept {
-  const double seconds = static_cast<double>(ns) / 1e9;
-  std::size_t bucket = 0;
-  while (bucket < kLatencyBuckets.size() && seconds > kLatencyBuckets[bucket]) ++bucket;
-  latency_buckets[bucket].fetch_add(1, std::memory_order_relaxed);
-  latency_count.fetch_add(1, std::memory_order_relaxed);
-  latency_sum_ns.fetch_add(ns, std::memory_order_relaxed);
-}
-
 std::string RelayMetrics::render() const {
   PrometheusText text("agent_mesh_relay_");
   auto load = [](const auto& a) { return static_cast<double>(a.load(std::memory_order_relaxed)); };
@@ -56,10 +47,7 @@ std::string RelayMetrics::render() const {
   text.family("store_bytes", "gauge", "Bytes of envelopes in the offline store.");
   text.sample("store_bytes", "", load(store_bytes));
   text.family("routing_latency_seconds", "histogram", "Time from reading an envelope to handing it off or storing it.");
-  std::array<std::uint64_t, kLatencyBuckets.size() + 1> counts{};
-  for (std::size_t i = 0; i < counts.size(); ++i) counts[i] = latency_buckets[i].load(std::memory_order_relaxed);
-  text.histogram("routing_latency_seconds", kLatencyBuckets, counts, load(latency_sum_ns) / 1e9,
-                 latency_count.load(std::memory_order_relaxed));
+  latency.write(text, "routing_latency_seconds");
   return text.take();
 }
 

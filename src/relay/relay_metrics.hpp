@@ -8,6 +8,7 @@
 #include <string>
 
 #include "agent_mesh/error.hpp"
+#include "core/prometheus_text.hpp"
 
 namespace agent_mesh::relay {
 
@@ -29,11 +30,9 @@ struct RelayMetrics {
   // Routing latency: from a frame read to its hand-off (live) or store commit, in buckets.
   static constexpr std::array<double, 10> kLatencyBuckets{0.00005, 0.0001, 0.00025, 0.0005, 0.001,
                                                           0.0025, 0.005, 0.01, 0.05, 0.25};
-  std::array<std::atomic<std::uint64_t>, kLatencyBuckets.size() + 1> latency_buckets{};
-  std::atomic<std::uint64_t> latency_count{0};
-  std::atomic<std::uint64_t> latency_sum_ns{0};
+  DurationHistogram<kLatencyBuckets.size()> latency{kLatencyBuckets};
 
-  void observe_latency_ns(std::uint64_t ns) noexcept;
+  void observe_latency_ns(std::uint64_t ns) noexcept { latency.observe_ns(ns); }
   void count_auth(AuthResult result) noexcept {
     auth[static_cast<std::size_t>(result)].fetch_add(1, std::memory_order_relaxed);
   }
