@@ -1282,6 +1282,16 @@ net::awaitable<void> RelayServer::Impl::serve_stream(Transport stream, std::stri
           "request body is larger than " + std::to_string(body_limit) + " bytes", parser.get().version());
       response.keep_alive(false);
       co_await http::async_write(stream, response, use_tuple);
+      // Closing with the rest of the body unread would make the kernel reset the connection, and
+      // the client would lose the 413 it has not read yet: read and discard what is still coming,
+      // bounded in bytes and time, before closing.
+      beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
+      std::array<char, 16384> sink{};
+      for (std::size_t drained = 0; drained < 4 * RelayServer::kMaxHandlerBodyBytes;) {
+        auto [read_ec, read] = co_await beast::get_lowest_layer(stream).async_read_some(net::buffer(sink), use_tuple);
+        if (read_ec) break;
+        drained += read;
+      }
       co_return;
     }
     if (ec) co_return;
