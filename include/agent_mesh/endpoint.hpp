@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <variant>
 #include <vector>
 
@@ -33,6 +34,10 @@ struct EndpointOptions {
   // grows memory without end; past them requests fail with rate_limited.
   std::size_t max_outstanding_requests = 65536;
   std::size_t max_served_requests = 65536;
+  // Peers exchanged with in plaintext: signed envelopes carrying the §4 body, no Noise (protocol §5
+  // "Plaintext"). Configured on both ends; never chosen at run time. Encrypted traffic from such a
+  // peer is still accepted.
+  std::vector<AgentId> plaintext_peers;
 };
 
 using RequestHandle = std::uint64_t;
@@ -100,6 +105,11 @@ class Endpoint {
                         std::optional<std::int64_t> timeout_ms, std::int64_t now_ms);
   // Cancels a request of ours: reports FailureEvent(cancelled) at once and tells the peer.
   void cancel(RequestHandle handle, std::int64_t now_ms);
+  // The relay could not deliver the envelope `envelope_id` (its `undeliverable` frame, protocol §6):
+  // the request that sent it fails with `code` (a handshake it started is abandoned and the requests
+  // waiting on it start a new one). Unknown IDs (replies, acks of old requests) are ignored.
+  void undeliverable(const Uuid& envelope_id, Errc code, std::optional<std::int64_t> retry_after_ms, std::int64_t now_ms);
+  [[nodiscard]] bool is_plaintext_peer(const AgentId& peer) const { return plaintext_peers_.contains(peer); }
 
   // Replies to an IncomingRequest. Errors: the request is unknown, finished, cancelled or past its
   // deadline (cancelled / timeout), or of the other kind (bad_request).
@@ -140,7 +150,7 @@ class Endpoint {
     std::optional<std::int64_t> end_seq;
   };
   struct Served {
-    SessionId sid;
+    std::optional<SessionId> sid;  // nullopt: a plaintext peer's request
     bool stream = false;
     std::int64_t next_seq = 0;
     std::optional<std::int64_t> deadline_ms;
@@ -159,7 +169,10 @@ class Endpoint {
   void on_step2(const Envelope& envelope, std::int64_t now_ms);
   void on_encrypted(const Envelope& envelope, std::int64_t now_ms);
   void on_plaintext(const Envelope& envelope, std::int64_t now_ms);
-  void on_incoming_request(NoiseSession& session, const Envelope& envelope, MsgType type, const boost::json::value& payload,
+  void on_plaintext_from_peer(const Envelope& envelope, std::int64_t now_ms);
+  void send_signed(Envelope envelope, boost::json::value payload);
+  void abandon_handshake_if_started_by(RequestHandle handle, const AgentId& peer, std::int64_t now_ms);
+  void on_incoming_request(NoiseSession* session, const Envelope& envelope, MsgType type, const boost::json::value& payload,
                            std::int64_t now_ms);
   void on_reply(const Envelope& envelope, const Body& body, std::int64_t now_ms);
   void deliver_chunks(RequestHandle handle, std::int64_t now_ms);
@@ -168,6 +181,7 @@ class Endpoint {
 
   LocalIdentity self_;
   EndpointOptions options_;
+  std::unordered_set<AgentId> plaintext_peers_;
   SessionTable table_;
   ReplayCache replay_;
   RequestHandle next_handle_ = 1;

@@ -53,7 +53,26 @@ Endpoint::Endpoint(KeyPair identity, EndpointOptions options)
     : self_(std::move(identity)),
       options_(options),
       table_(options.sessions),
-      replay_(ReplayCache::Options{.max_age_ms = options.freshness.max_age_ms}) {}
+      replay_(ReplayCache::Options{.max_age_ms = options.freshness.max_age_ms}) {
+  plaintext_peers_.insert(options_.plaintext_peers.begin(), options_.plaintext_peers.end());
+}
+
+void Endpoint::send_signed(Envelope envelope, boost::json::value payload) {
+  envelope.payload = std::move(payload);
+  envelope.sign(self_.key);
+  const AgentId to = envelope.to;
+  const Uuid id = envelope.id;
+  std::string frame = envelope.serialize();
+  if (frame.size() > options_.max_envelope_bytes) {
+    auto handle = by_wire_id_.find(id);
+    if (handle != by_wire_id_.end()) {
+      fail_request(handle->second, fail(Errc::too_large, "envelope of " + std::to_string(frame.size()) +
+                                                             " bytes exceeds max_envelope_bytes"));
+    }
+    return;
+  }
+  outgoing_.push_back({to, std::move(frame)});
+}
 
 Envelope Endpoint::header(const AgentId& to, MsgType type, std::optional<Uuid> in_reply_to, std::int64_t now_ms) const {
   Envelope env;
@@ -99,6 +118,14 @@ void Endpoint::dispatch(RequestHandle handle, std::int64_t now_ms) {
   Outstanding& o = outstanding_.at(handle);
   by_wire_id_.erase(o.wire_id);
   o.sid.reset();
+  if (is_plaintext_peer(o.peer)) {
+    Envelope env = header(o.peer, o.stream ? MsgType::stream_request : MsgType::request, std::nullopt, now_ms);
+    o.wire_id = env.id;
+    o.state = RequestState::sent;
+    by_wire_id_[o.wire_id] = handle;
+    send_signed(std::move(env), request_body_json(o.capability, o.body, o.deadline_ms - now_ms));
+    return;
+  }
   if (NoiseSession* session = table_.session_for_new_requests(o.peer, now_ms)) {
     Envelope env = header(o.peer, o.stream ? MsgType::stream_request : MsgType::request, std::nullopt, now_ms);
     o.wire_id = env.id;
@@ -192,7 +219,9 @@ void Endpoint::cancel(RequestHandle handle, std::int64_t now_ms) {
   auto it = outstanding_.find(handle);
   if (it == outstanding_.end()) return;
   Outstanding& o = it->second;
-  if (o.state == RequestState::sent && o.sid) {
+  if (o.state == RequestState::sent && !o.sid && is_plaintext_peer(o.peer)) {
+    send_signed(header(o.peer, MsgType::cancel, o.wire_id, now_ms), boost::json::object{});
+  } else if (o.state == RequestState::sent && o.sid) {
     if (NoiseSession* session = table_.find(o.peer, *o.sid)) {
       seal_and_send(*session, header(o.peer, MsgType::cancel, o.wire_id, now_ms), boost::json::object{});
     }
@@ -245,7 +274,7 @@ void Endpoint::on_step1(const Envelope& envelope, std::int64_t now_ms) {
                   body_to_json(ErrorBody{Errc::bad_request, request.error().message, std::nullopt}));
     return;
   }
-  on_incoming_request(session, envelope, request->first, body_to_json(request->second), now_ms);
+  on_incoming_request(&session, envelope, request->first, body_to_json(request->second), now_ms);
 }
 
 void Endpoint::on_step2(const Envelope& envelope, std::int64_t now_ms) {
@@ -343,7 +372,7 @@ void Endpoint::on_encrypted(const Envelope& envelope, std::int64_t now_ms) {
       seal_and_send(*session, std::move(reply), body_to_json(ErrorBody{Errc::bad_request, payload.error().message, std::nullopt}));
       return;
     }
-    on_incoming_request(*session, envelope, envelope.msg_type, *payload, now_ms);
+    on_incoming_request(session, envelope, envelope.msg_type, *payload, now_ms);
     return;
   }
   if (envelope.msg_type == MsgType::cancel) {
@@ -379,23 +408,29 @@ void Endpoint::on_encrypted(const Envelope& envelope, std::int64_t now_ms) {
   on_reply(envelope, *body, now_ms);
 }
 
-void Endpoint::on_incoming_request(NoiseSession& session, const Envelope& envelope, MsgType type,
+void Endpoint::on_incoming_request(NoiseSession* session, const Envelope& envelope, MsgType type,
                                    const boost::json::value& payload, std::int64_t now_ms) {
+  // Answers on the request's session, or signed in plaintext for a plaintext peer (session null).
+  auto answer_error = [&](ErrorBody error) {
+    Envelope reply = header(envelope.from, MsgType::error, envelope.id, now_ms);
+    if (session != nullptr) {
+      seal_and_send(*session, std::move(reply), body_to_json(error));
+    } else {
+      send_signed(std::move(reply), body_to_json(error));
+    }
+  };
   auto body = parse_body(type, payload);
   if (!body) {
-    Envelope reply = header(envelope.from, MsgType::error, envelope.id, now_ms);
-    seal_and_send(session, std::move(reply), body_to_json(ErrorBody{Errc::bad_request, body.error().message, std::nullopt}));
+    answer_error(ErrorBody{Errc::bad_request, body.error().message, std::nullopt});
     return;
   }
   auto& request = std::get<RequestBody>(*body);
   if (served_.size() >= options_.max_served_requests) {
-    Envelope reply = header(envelope.from, MsgType::error, envelope.id, now_ms);
-    seal_and_send(session, std::move(reply),
-                  body_to_json(ErrorBody{Errc::rate_limited, "too many requests in progress", 1000}));
+    answer_error(ErrorBody{Errc::rate_limited, "too many requests in progress", 1000});
     return;
   }
   Served served;
-  served.sid = session.sid();
+  if (session != nullptr) served.sid = session->sid();
   served.stream = type == MsgType::stream_request;
   // The deadline counts from receipt, not from the sender's clock (skew-proof, docs/protocol.md).
   if (request.timeout_ms) served.deadline_ms = now_ms + *request.timeout_ms;
@@ -460,7 +495,71 @@ void Endpoint::deliver_chunks(RequestHandle handle, std::int64_t /*now_ms*/) {
   }
 }
 
+void Endpoint::undeliverable(const Uuid& envelope_id, Errc code, std::optional<std::int64_t> retry_after_ms,
+                             std::int64_t now_ms) {
+  auto found = by_wire_id_.find(envelope_id);
+  if (found == by_wire_id_.end()) return;
+  const RequestHandle handle = found->second;
+  const AgentId peer = outstanding_.at(handle).peer;
+  fail_request(handle, fail(code, "the relay could not deliver the request: " + std::string(to_string(code))),
+               retry_after_ms);
+  abandon_handshake_if_started_by(handle, peer, now_ms);
+}
+
+void Endpoint::abandon_handshake_if_started_by(RequestHandle handle, const AgentId& peer, std::int64_t now_ms) {
+  // The initiator abandons a handshake when the request that started it ends (§5); the requests
+  // still waiting start a new one.
+  auto starter = handshake_starter_.find(peer);
+  if (starter == handshake_starter_.end() || starter->second != handle) return;
+  handshake_starter_.erase(starter);
+  table_.remove_pending(peer);
+  early_replies_.erase(peer);
+  start_handshake_for(peer, now_ms);
+}
+
+void Endpoint::on_plaintext_from_peer(const Envelope& envelope, std::int64_t now_ms) {
+  const MsgType type = envelope.msg_type;
+  if (type == MsgType::request || type == MsgType::stream_request) {
+    on_incoming_request(nullptr, envelope, type, envelope.payload, now_ms);
+    return;
+  }
+  if (!envelope.in_reply_to) {
+    drop("plaintext envelope without in_reply_to");
+    return;
+  }
+  if (type == MsgType::cancel) {
+    auto served = served_.find({envelope.from, *envelope.in_reply_to});
+    if (served == served_.end() || served->second.sid) {
+      drop("cancel for no plaintext request served");
+      return;
+    }
+    served_.erase(served);
+    events_.push_back(PeerCancelled{envelope.from, *envelope.in_reply_to});
+    return;
+  }
+  auto handle = by_wire_id_.find(*envelope.in_reply_to);
+  if (handle == by_wire_id_.end()) {
+    drop("reply to no outstanding request");
+    return;
+  }
+  const Outstanding& o = outstanding_.at(handle->second);
+  if (o.peer != envelope.from || o.state != RequestState::sent || o.sid) {
+    drop("plaintext reply to an encrypted request");
+    return;
+  }
+  auto body = parse_body(type, envelope.payload);
+  if (!body) {
+    fail_request(handle->second, fail(Errc::bad_request, "peer sent an invalid reply: " + body.error().message));
+    return;
+  }
+  on_reply(envelope, *body, now_ms);
+}
+
 void Endpoint::on_plaintext(const Envelope& envelope, std::int64_t now_ms) {
+  if (is_plaintext_peer(envelope.from)) {
+    on_plaintext_from_peer(envelope, now_ms);
+    return;
+  }
   // Signed plaintext errors answering our own outstanding request are always accepted (§5).
   if (envelope.msg_type != MsgType::error || !envelope.in_reply_to) {
     drop("plaintext envelope from a peer not configured for plaintext");
@@ -506,7 +605,12 @@ Status Endpoint::reply(const AgentId& to, const Uuid& request_id, MsgType type, 
     served_.erase(served);
     return fail(Errc::timeout, "the caller's timeout has passed");
   }
-  NoiseSession* session = table_.find(to, served->second.sid);
+  if (!served->second.sid) {
+    send_signed(header(to, type, request_id, now_ms), body);
+    if (ends) served_.erase(served);
+    return {};
+  }
+  NoiseSession* session = table_.find(to, *served->second.sid);
   if (session == nullptr) {
     served_.erase(served);
     return fail(Errc::unreachable, "the session that carried the request is gone");
@@ -563,15 +667,7 @@ void Endpoint::tick(std::int64_t now_ms) {
     if (it == outstanding_.end()) continue;
     const AgentId peer = it->second.peer;
     fail_request(handle, fail(Errc::timeout, "no reply within the timeout"));
-    // The initiator abandons a handshake when the request that started it times out (§5); the
-    // requests still waiting start a new one.
-    auto starter = handshake_starter_.find(peer);
-    if (starter != handshake_starter_.end() && starter->second == handle) {
-      handshake_starter_.erase(starter);
-      table_.remove_pending(peer);
-      early_replies_.erase(peer);
-      start_handshake_for(peer, now_ms);
-    }
+    abandon_handshake_if_started_by(handle, peer, now_ms);
   }
   for (auto it = served_.begin(); it != served_.end();) {
     it = (it->second.deadline_ms && now_ms >= *it->second.deadline_ms) ? served_.erase(it) : std::next(it);

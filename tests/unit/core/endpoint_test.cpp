@@ -506,6 +506,94 @@ class Simulation {
   std::vector<int> incarnation_ = std::vector<int>(3, 0);
 };
 
+TEST(EndpointPlaintextTest, PeersConfiguredOnBothEndsExchangeSignedPlaintext) {
+  const KeyPair alice_key = key_from_byte(1);
+  const KeyPair bob_key = key_from_byte(2);
+  EndpointOptions alice_options;
+  alice_options.plaintext_peers = {bob_key.agent_id()};
+  EndpointOptions bob_options;
+  bob_options.plaintext_peers = {alice_key.agent_id()};
+  Endpoint alice(alice_key, alice_options);
+  Endpoint bob(bob_key, bob_options);
+  Mesh mesh;
+  mesh.add(alice);
+  mesh.add(bob);
+  const auto unary = alice.request(bob.id(), "echo", "clear", false, 5000, mesh.now);
+  const auto stream = alice.request(bob.id(), "echo", "s", true, 5000, mesh.now);
+  auto out = alice.take_outgoing();
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_NE(out[0].frame.find("\"signature\""), std::string::npos);
+  EXPECT_EQ(out[0].frame.find("\"encrypted\""), std::string::npos);
+  EXPECT_NE(out[0].frame.find("\"capability\":\"echo\""), std::string::npos) << "plaintext: the body is visible";
+  mesh.in_flight = out;
+  mesh.pump();
+  serve_echo(bob, mesh.now);
+  mesh.pump();
+  auto events = alice.take_events();
+  auto responses = events_of<ResponseEvent>(events);
+  ASSERT_EQ(responses.size(), 1u);
+  EXPECT_EQ(responses[0].handle, unary);
+  auto chunks = events_of<ChunkEvent>(events);
+  EXPECT_EQ(chunks.size(), 3u);
+  auto ends = events_of<StreamEndEvent>(events);
+  ASSERT_EQ(ends.size(), 1u);
+  EXPECT_EQ(ends[0].handle, stream);
+  EXPECT_EQ(alice.stats().handshakes_started, 0u);
+
+  // A peer that is not configured for plaintext: its plaintext request is dropped, never served.
+  Endpoint carol(key_from_byte(3));
+  mesh.add(carol);
+  EndpointOptions carol_plain;
+  carol_plain.plaintext_peers = {bob.id()};
+  Endpoint carol_sender(key_from_byte(3), carol_plain);
+  mesh.agents[carol.id()] = &carol_sender;
+  (void)carol_sender.request(bob.id(), "echo", 1, false, 5000, mesh.now);
+  mesh.pump();
+  auto bob_events = bob.take_events();
+  EXPECT_TRUE(events_of<IncomingRequest>(bob_events).empty());
+  EXPECT_EQ(bob.stats().dropped.count("plaintext envelope from a peer not configured for plaintext"), 1u);
+}
+
+TEST_F(EndpointTest, UndeliverableFailsTheRequestThatSentTheEnvelope) {
+  warm_up();
+  const auto handle = alice.request(bob.id(), "echo", 1, false, 5000, mesh.now);
+  auto out = alice.take_outgoing();
+  ASSERT_EQ(out.size(), 1u);
+  const auto id = boost::json::parse(out[0].frame).at("id").as_string();
+  alice.undeliverable(*Uuid::parse(std::string(id)), Errc::rate_limited, 1500, mesh.now);
+  auto events = alice.take_events();
+  auto failures = events_of<FailureEvent>(events);
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_EQ(failures[0].handle, handle);
+  EXPECT_EQ(failures[0].error.code, Errc::rate_limited);
+  EXPECT_EQ(failures[0].retry_after_ms, 1500);
+  EXPECT_EQ(alice.outstanding_count(), 0u);
+  // Unknown IDs are ignored.
+  alice.undeliverable(Uuid::generate(), Errc::unreachable, std::nullopt, mesh.now);
+  EXPECT_TRUE(alice.take_events().empty());
+}
+
+TEST(EndpointUndeliverableTest, AnUndeliverableHandshakeLetsTheNextRequestStartANewOne) {
+  Endpoint alice(key_from_byte(1));
+  const AgentId bob = key_from_byte(2).agent_id();
+  const std::int64_t now = 1764000000000;
+  const auto first = alice.request(bob, "echo", 1, false, 5000, now);
+  const auto second = alice.request(bob, "echo", 2, false, 5000, now);
+  auto out = alice.take_outgoing();
+  ASSERT_EQ(out.size(), 1u) << "single flight";
+  const auto id = boost::json::parse(out[0].frame).at("id").as_string();
+  alice.undeliverable(*Uuid::parse(std::string(id)), Errc::unreachable, std::nullopt, now);
+  auto events = alice.take_events();
+  auto failures = events_of<FailureEvent>(events);
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_EQ(failures[0].handle, first);
+  out = alice.take_outgoing();
+  ASSERT_EQ(out.size(), 1u) << "the waiting request starts its own handshake";
+  EXPECT_NE(out[0].frame.find("\"handshake\""), std::string::npos);
+  EXPECT_EQ(alice.outstanding_count(), 1u);
+  (void)second;
+}
+
 TEST(EndpointSimulation, LossyReorderingDuplicatingLinkWithRestarts) {
   // scripts/test-long raises the number of seeds (AGENT_MESH_SIM_SEEDS).
   const char* seeds_env = std::getenv("AGENT_MESH_SIM_SEEDS");
