@@ -27,6 +27,7 @@
 #include <thread>
 
 #include "agent_mesh/version.hpp"
+#include "net/tls_client.hpp"
 
 namespace agent_mesh::net {
 
@@ -176,39 +177,6 @@ Result<std::vector<tcp::endpoint>> resolve(const Target& t, Clock::time_point de
     return problem(Errc::unreachable, "resolving " + t.peer + " failed: " + ::gai_strerror(resolved.gai_error));
   if (resolved.endpoints.empty()) return problem(Errc::unreachable, "resolving " + t.peer + " found no address");
   return std::move(resolved.endpoints);
-}
-
-// ---- TLS ----
-
-Result<std::shared_ptr<ssl::context>> make_tls_context(const std::string& ca_file) {
-  auto context = std::make_shared<ssl::context>(ssl::context::tls_client);
-  SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION);
-  boost::system::error_code ec;
-  context->set_default_verify_paths(ec);
-  if (ec) return problem(Errc::internal, "cannot load the system CA certificates: " + ec.message());
-  if (!ca_file.empty()) {
-    context->load_verify_file(ca_file, ec);
-    if (ec) return problem(Errc::bad_request, "cannot load CA file " + ca_file + ": " + ec.message());
-  }
-  context->set_verify_mode(ssl::verify_peer);
-  return context;
-}
-
-// SNI (names only, RFC 6066 §3) and the certificate's name/IP check, done by OpenSSL during the
-// handshake so a mismatch fails it.
-Status prepare_tls(SSL* handle, const Target& t) {
-  X509_VERIFY_PARAM* param = SSL_get0_param(handle);
-  if (t.host_is_ip) {
-    if (X509_VERIFY_PARAM_set1_ip_asc(param, t.host.c_str()) != 1)
-      return problem(Errc::internal, "cannot set the expected certificate IP address");
-  } else {
-    if (SSL_set_tlsext_host_name(handle, t.host.c_str()) != 1)
-      return problem(Errc::internal, "cannot set the TLS server name");
-    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    if (X509_VERIFY_PARAM_set1_host(param, t.host.c_str(), t.host.size()) != 1)
-      return problem(Errc::internal, "cannot set the expected certificate host name");
-  }
-  return {};
 }
 
 // ---- The exchange ----
@@ -386,8 +354,8 @@ Result<HttpResponse> http_request(const HttpRequest& request) {
   if (!message) return std::move(message).error();
   std::shared_ptr<ssl::context> tls_context;
   if (target->tls) {
-    auto context = make_tls_context(request.ca_file);
-    if (!context) return std::move(context).error();
+    auto context = net::make_tls_client_context(request.ca_file);
+    if (!context) return problem(context.error().code, context.error().message);
     tls_context = std::move(*context);
   }
   auto endpoints = resolve(*target, deadline, request.timeout);
@@ -400,7 +368,9 @@ Result<HttpResponse> http_request(const HttpRequest& request) {
     return run_exchange(io, stream, exchange);
   }
   beast::ssl_stream<beast::tcp_stream> stream(io, *tls_context);
-  AGENT_MESH_TRY(prepare_tls(stream.native_handle(), *target));
+  if (auto prepared = net::prepare_tls_client(stream.native_handle(), target->host, target->host_is_ip); !prepared) {
+    return problem(prepared.error().code, prepared.error().message);
+  }
   return run_exchange(io, stream, exchange);
 }
 
