@@ -8,7 +8,7 @@
 //                secrets_equal for the admin token; AgentRequestVerifier::verify for
 //                `Authorization: MeshAgent ...`, then its own check that the agent is registered
 //                and may do what it asks.
-//   SDK/daemon   make_agent_authorization for every agent-signed request.
+//   SDK/daemon   make_agent_authorization (agent_mesh/agent_auth.hpp) for every agent-signed request.
 //   token issue  generate_secret (shown once) and hash_secret (stored).
 #pragma once
 
@@ -22,6 +22,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "agent_mesh/agent_auth.hpp"
 #include "agent_mesh/identity.hpp"
 #include "agent_mesh/result.hpp"
 
@@ -50,18 +51,10 @@ struct AgentAuthorization {
 // Error: Errc::unauthorized, "MeshAgent authorization: <the defect>".
 [[nodiscard]] Result<AgentAuthorization> parse_agent_authorization(std::string_view header);
 
-// The message an agent signs (purpose `http`, registry.md):
-//   "<METHOD> <request-target as sent>\n<Host header as sent>\n<ts>"
-// The body is not covered. The caller passes the exact bytes of the request line's target and
-// of the Host header, not a normalised form.
-[[nodiscard]] std::string http_signing_message(std::string_view method, std::string_view request_target,
-                                               std::string_view host, std::int64_t ts);
-
-// The complete header value for a request signed by `key` at `ts` (Unix ms). Preconditions: ts in
-// 0 ..= 2^53 − 1; method, target and host as they will be sent.
-[[nodiscard]] std::string make_agent_authorization(const KeyPair& key, std::string_view method,
-                                                   std::string_view request_target, std::string_view host,
-                                                   std::int64_t ts);
+// The signing message and the header an agent sends live in the core (agent_mesh/agent_auth.hpp),
+// so the SDK signs without linking the registry; the verifier below checks the same message.
+using agent_mesh::http_signing_message;
+using agent_mesh::make_agent_authorization;
 
 // Verifies agent-signed requests and refuses replays. Thread-safe (one mutex, held for a few map
 // operations; the Ed25519 verification runs outside it).

@@ -17,6 +17,7 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -72,8 +73,7 @@ std::string first(const relay::LoadedConfig& loaded, const std::string& name) {
 // agent-mesh-server's --public-url is the http(s):// URL clients reach (registry.md); the relay
 // inside verifies ws(s)://<same authority>/relay/ws as its relay_id. Rewrites the argument so the
 // relay's own parser sees the WebSocket URL.
-std::vector<std::string> rewrite_public_url(int argc, char** argv, std::string& http_public_url) {
-  std::vector<std::string> args(argv, argv + argc);
+std::vector<std::string> rewrite_public_url(std::vector<std::string> args, std::string& http_public_url) {
   auto to_ws = [&](std::string& value) {
     std::string base = value;
     while (!base.empty() && base.back() == '/') base.pop_back();
@@ -250,197 +250,320 @@ class RemoteRelays {
   std::thread pusher_;
 };
 
+
+// Why starting failed, and the exit status the command line reports for it (2: bad flags or
+// configuration, 1: could not start).
+struct Failure {
+  int exit_code = 1;
+  std::string message;
+};
+
+Failure failure(int exit_code, std::string message) { return Failure{exit_code, std::move(message)}; }
+
+std::string program_name(Role role) { return role == Role::all_in_one ? "agent-mesh-server" : "agent-mesh-registry"; }
+
+// Everything a running server holds, shared by run_mesh_server (the binaries) and EmbeddedServer.
+// Built in two steps so the command line can block its signals between them: parse() reads the
+// flags and starts no thread; open() opens storage, binds the listener, runs --bootstrap and wires
+// the registry behind the relay's HTTP front. The front then runs on run()'s threads.
+class Instance {
+ public:
+  explicit Instance(Role role) : role_(role), program_(program_name(role)) {}
+  Instance(const Instance&) = delete;
+  Instance& operator=(const Instance&) = delete;
+  ~Instance() { shutdown(); }
+
+  // `args[0]` is the program (argv[0]), the rest the flags.
+  std::optional<Failure> parse(std::vector<std::string> args) {
+    relay::CommandLine command;
+    command.program = program_;
+    command.description =
+        role_ == Role::all_in_one
+            ? "agent-mesh-server: the registry (/api/v1/), the relay (/relay/ws) and the web UI (/) in one process.\n"
+              "Every relay setting is also a flag here; --public-url is the http(s):// URL clients reach."
+            : "agent-mesh-registry: the registry's REST API (/api/v1/) alone; relays run separately (--relay-url).";
+    command.examples = "\nExamples:\n  " + program_ +
+                       " --listen 127.0.0.1:8080 --data-dir /var/lib/agent-mesh --bootstrap\n  " + program_ +
+                       " --listen 0.0.0.0:8080 --public-url https://mesh.example.com --trusted-proxies 127.0.0.1/32\n";
+    command.extra = extra_flags(role_);
+    argv0_ = args.empty() ? program_ : args.front();
+    args = rewrite_public_url(std::move(args), http_public_url_);
+    std::vector<const char*> arg_pointers;
+    for (const auto& arg : args) arg_pointers.push_back(arg.c_str());
+    auto loaded = relay::load_relay_config(static_cast<int>(arg_pointers.size()), arg_pointers.data(), command);
+    if (!loaded) {
+      std::string message = loaded.error().message;
+      if (message.find("wildcard address") != std::string::npos) {
+        // The relay's wording names its ws:// relay_id; here the flag takes the site's URL.
+        message = message.substr(0, message.find(':')) +
+                  ": a wildcard address needs --public-url, the http(s):// URL clients reach, e.g. "
+                  "--public-url https://mesh.example.com (the relay inside then verifies "
+                  "wss://mesh.example.com/relay/ws)";
+      }
+      return failure(2, std::move(message));
+    }
+    loaded_ = std::move(loaded).value();
+    return std::nullopt;
+  }
+
+  // --help or --version: print exit_text() and exit 0 without open().
+  [[nodiscard]] bool exit_now() const { return loaded_.exit_now; }
+  [[nodiscard]] const std::string& exit_text() const { return loaded_.exit_text; }
+
+  // Starts logging, opens storage, binds the listener, bootstraps, installs the handlers. The
+  // bootstrap token, when one was created, is in bootstrap_token() (written to
+  // <data-dir>/bootstrap-token already); the caller decides whether to print it.
+  std::optional<Failure> open() {
+    const relay::RelayConfig& config = loaded_.config;
+    relay::init_logging(config);
+
+    std::error_code dir_ec;
+    std::filesystem::create_directories(config.data_dir, dir_ec);
+    if (dir_ec) return failure(1, "data_dir " + config.data_dir.string() + ": " + dir_ec.message());
+    const std::string db_path_flag = first(loaded_, "db-path");
+    const std::filesystem::path db_path =
+        db_path_flag.empty() ? config.data_dir / "mesh.db" : std::filesystem::path(db_path_flag);
+    auto opened = registry::SqliteStorage::open(db_path);
+    if (!opened) return failure(1, opened.error().message);
+    std::shared_ptr<registry::RegistryStorage> storage = std::move(opened).value();
+
+    registry::RegistryOptions options;
+    if (!config.admin_token_file.empty()) {
+      auto token = read_secret(config.admin_token_file.string(), "admin_token_file");
+      if (!token) return failure(2, token.error().message);
+      options.admin_token = std::move(token).value();
+    }
+    if (auto it = loaded_.extra.find("cors-origin"); it != loaded_.extra.end()) options.cors_origins = it->second;
+    const std::string client_id = first(loaded_, "oauth-client-id");
+    if (!client_id.empty()) {
+      registry::DeviceFlowConfig oauth;
+      oauth.client_id = client_id;
+      const std::string device_url = first(loaded_, "oauth-device-url");
+      const std::string token_url = first(loaded_, "oauth-token-url");
+      const std::string user_url = first(loaded_, "oauth-user-url");
+      if (!device_url.empty()) oauth.device_url = device_url;
+      if (!token_url.empty()) oauth.token_url = token_url;
+      if (!user_url.empty()) oauth.user_url = user_url;
+      const std::string secret_file = first(loaded_, "oauth-client-secret-file");
+      if (secret_file.empty()) return failure(2, "--oauth-client-secret-file is required with --oauth-client-id");
+      auto secret = read_secret(secret_file, "--oauth-client-secret-file");
+      if (!secret) return failure(2, secret.error().message);
+      oauth.client_secret = std::move(secret).value();
+      options.oauth = std::move(oauth);
+    }
+
+    front_ = std::make_unique<relay::RelayServer>(config);
+    if (role_ == Role::registry_only) front_->disable_relay();
+    if (auto started = front_->start(); !started) return failure(1, started.error().message);
+    options.public_url = http_public_url_.empty() ? front_->listening_url() : http_public_url_;
+
+    registry::RelayLink link;
+    if (role_ == Role::all_in_one) {
+      options.relay_url = front_->relay_id();
+      relay::RelayServer* front = front_.get();
+      link.online_agents = [front] {
+        std::vector<registry::RelayLink::Presence> out;
+        for (const auto& presence : front->online_agents()) {
+          out.push_back({presence.agent.str(), presence.connected_at_ms, presence.last_seen_ms});
+        }
+        return out;
+      };
+      link.push_revocation = [front](const Revocation& revocation) { return front->revoke(revocation); };
+    } else {
+      std::vector<std::string> relay_urls;
+      if (auto it = loaded_.extra.find("relay-url"); it != loaded_.extra.end()) relay_urls = it->second;
+      std::string relay_token;
+      if (const std::string file = first(loaded_, "relay-admin-token-file"); !file.empty()) {
+        auto token = read_secret(file, "--relay-admin-token-file");
+        if (!token) return failure(2, token.error().message);
+        relay_token = std::move(token).value();
+      }
+      if (!relay_urls.empty()) {
+        std::string url = relay_urls.front();
+        while (!url.empty() && url.back() == '/') url.pop_back();
+        if (url.starts_with("https://")) options.relay_url = "wss://" + url.substr(8) + "/relay/ws";
+        if (url.starts_with("http://")) options.relay_url = "ws://" + url.substr(7) + "/relay/ws";
+      }
+      auto remote = std::make_shared<RemoteRelays>(relay_urls, relay_token);
+      link.online_agents = [remote] { return remote->online(); };
+      link.push_revocation = [remote](const Revocation& revocation) { return remote->push(revocation); };
+    }
+    relay_url_ = options.relay_url;
+
+    service_ = std::make_shared<registry::RegistryService>(storage, options, link);
+    if (loaded_.extra.contains("bootstrap")) {
+      bootstrap_requested_ = true;
+      auto token = service_->bootstrap();
+      if (!token) return failure(1, "bootstrap: " + token.error().message);
+      if (*token) {
+        bootstrap_path_ = config.data_dir / "bootstrap-token";
+        if (auto written = write_token_file(bootstrap_path_, **token); !written) {
+          return failure(1, written.error().message);
+        }
+        bootstrap_token_ = std::move(**token);
+      }
+    }
+
+    std::shared_ptr<registry::StaticFiles> web;
+    if (role_ == Role::all_in_one) {
+      const std::string flag = first(loaded_, "web-root");
+      web = std::make_shared<registry::StaticFiles>(flag.empty() ? default_web_root(argv0_.c_str())
+                                                                 : std::filesystem::path(flag));
+    }
+    front_->set_http_handler([service = service_, web](http::Request request, http::Responder respond) {
+      if (web && !request.path().starts_with("/api/")) {
+        respond(web->serve(request));
+        return;
+      }
+      service->handle(std::move(request), std::move(respond));
+    });
+    if (role_ == Role::all_in_one) {
+      front_->set_registration_gate(
+          [service = service_](const AgentId& agent) { return service->may_authenticate(agent.str()); });
+    }
+    return std::nullopt;
+  }
+
+  [[nodiscard]] const std::string& program() const noexcept { return program_; }
+  [[nodiscard]] const relay::RelayConfig& config() const noexcept { return loaded_.config; }
+  [[nodiscard]] relay::RelayServer& front() noexcept { return *front_; }
+  [[nodiscard]] const relay::RelayServer& front() const noexcept { return *front_; }
+  [[nodiscard]] const std::shared_ptr<registry::RegistryService>& service() const noexcept { return service_; }
+  [[nodiscard]] bool bootstrap_requested() const noexcept { return bootstrap_requested_; }
+  [[nodiscard]] const std::optional<std::string>& bootstrap_token() const noexcept { return bootstrap_token_; }
+  [[nodiscard]] const std::filesystem::path& bootstrap_path() const noexcept { return bootstrap_path_; }
+  [[nodiscard]] const std::string& relay_url() const noexcept { return relay_url_; }
+
+  // Serves on `threads` threads (config.threads, or one per core) until drained.
+  void run() {
+    const auto threads = loaded_.config.threads > 0 ? static_cast<unsigned>(loaded_.config.threads)
+                                                    : std::max(1u, std::thread::hardware_concurrency());
+    front_->run(threads);
+    shutdown();
+  }
+
+  // Answers the long polls (so a drain is not held up by them), then drains the front. Thread-safe.
+  void begin_stop() {
+    if (service_) service_->shutdown();
+    if (front_) front_->drain();
+  }
+
+ private:
+  void shutdown() {
+    if (service_) service_->shutdown();
+  }
+
+  Role role_;
+  std::string program_;
+  std::string argv0_;
+  std::string http_public_url_;
+  relay::LoadedConfig loaded_;
+  // The front holds the handler that holds the service, whose RelayLink points at the front; the
+  // service is shut down before the front goes (destroyed in reverse order of declaration).
+  std::unique_ptr<relay::RelayServer> front_;
+  std::shared_ptr<registry::RegistryService> service_;
+  std::string relay_url_;
+  bool bootstrap_requested_ = false;
+  std::optional<std::string> bootstrap_token_;
+  std::filesystem::path bootstrap_path_;
+};
+
 }  // namespace
 
 int run_mesh_server(int argc, char** argv, Role role) {
-  const std::string program = role == Role::all_in_one ? "agent-mesh-server" : "agent-mesh-registry";
-  relay::CommandLine command;
-  command.program = program;
-  command.description =
-      role == Role::all_in_one
-          ? "agent-mesh-server: the registry (/api/v1/), the relay (/relay/ws) and the web UI (/) in one process.\n"
-            "Every relay setting is also a flag here; --public-url is the http(s):// URL clients reach."
-          : "agent-mesh-registry: the registry's REST API (/api/v1/) alone; relays run separately (--relay-url).";
-  command.examples = "\nExamples:\n  " + program +
-                     " --listen 127.0.0.1:8080 --data-dir /var/lib/agent-mesh --bootstrap\n  " + program +
-                     " --listen 0.0.0.0:8080 --public-url https://mesh.example.com --trusted-proxies 127.0.0.1/32\n";
-  command.extra = extra_flags(role);
-  std::string http_public_url;
-  const std::vector<std::string> args = rewrite_public_url(argc, argv, http_public_url);
-  std::vector<const char*> arg_pointers;
-  for (const auto& arg : args) arg_pointers.push_back(arg.c_str());
-  auto loaded = relay::load_relay_config(static_cast<int>(arg_pointers.size()), arg_pointers.data(), command);
-  if (!loaded) {
-    std::string message = loaded.error().message;
-    if (message.find("wildcard address") != std::string::npos) {
-      // The relay's wording names its ws:// relay_id; here the flag takes the site's URL.
-      message = message.substr(0, message.find(':')) +
-                ": a wildcard address needs --public-url, the http(s):// URL clients reach, e.g. "
-                "--public-url https://mesh.example.com (the relay inside then verifies "
-                "wss://mesh.example.com/relay/ws)";
-    }
-    std::cerr << program << ": " << message << "\n";
-    return 2;
+  Instance instance(role);
+  if (auto failed = instance.parse(std::vector<std::string>(argv, argv + argc))) {
+    std::cerr << instance.program() << ": " << failed->message << "\n";
+    return failed->exit_code;
   }
-  if (loaded->exit_now) {
-    std::cout << loaded->exit_text;
+  if (instance.exit_now()) {
+    std::cout << instance.exit_text();
     return 0;
   }
-  const relay::RelayConfig& config = loaded->config;
 
+  // Blocked before any thread starts, so every thread inherits the mask and sigwait below sees them.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
-  relay::init_logging(config);
 
-  std::error_code dir_ec;
-  std::filesystem::create_directories(config.data_dir, dir_ec);
-  if (dir_ec) {
-    std::cerr << program << ": data_dir " << config.data_dir.string() << ": " << dir_ec.message() << "\n";
-    return 1;
+  if (auto failed = instance.open()) {
+    std::cerr << instance.program() << ": " << failed->message << "\n";
+    return failed->exit_code;
   }
-  const std::string db_path_flag = first(*loaded, "db-path");
-  const std::filesystem::path db_path = db_path_flag.empty() ? config.data_dir / "mesh.db" : std::filesystem::path(db_path_flag);
-  auto opened = registry::SqliteStorage::open(db_path);
-  if (!opened) {
-    std::cerr << program << ": " << opened.error().message << "\n";
-    return 1;
-  }
-  std::shared_ptr<registry::RegistryStorage> storage = std::move(opened).value();
-
-  registry::RegistryOptions options;
-  if (!config.admin_token_file.empty()) {
-    auto token = read_secret(config.admin_token_file.string(), "admin_token_file");
-    if (!token) {
-      std::cerr << program << ": " << token.error().message << "\n";
-      return 2;
-    }
-    options.admin_token = std::move(token).value();
-  }
-  if (auto it = loaded->extra.find("cors-origin"); it != loaded->extra.end()) options.cors_origins = it->second;
-  const std::string client_id = first(*loaded, "oauth-client-id");
-  if (!client_id.empty()) {
-    registry::DeviceFlowConfig oauth;
-    oauth.client_id = client_id;
-    const std::string device_url = first(*loaded, "oauth-device-url");
-    const std::string token_url = first(*loaded, "oauth-token-url");
-    const std::string user_url = first(*loaded, "oauth-user-url");
-    if (!device_url.empty()) oauth.device_url = device_url;
-    if (!token_url.empty()) oauth.token_url = token_url;
-    if (!user_url.empty()) oauth.user_url = user_url;
-    const std::string secret_file = first(*loaded, "oauth-client-secret-file");
-    if (secret_file.empty()) {
-      std::cerr << program << ": --oauth-client-secret-file is required with --oauth-client-id\n";
-      return 2;
-    }
-    auto secret = read_secret(secret_file, "--oauth-client-secret-file");
-    if (!secret) {
-      std::cerr << program << ": " << secret.error().message << "\n";
-      return 2;
-    }
-    oauth.client_secret = std::move(secret).value();
-    options.oauth = std::move(oauth);
-  }
-
-  relay::RelayServer front(config);
-  if (role == Role::registry_only) front.disable_relay();
-  if (auto started = front.start(); !started) {
-    std::cerr << program << ": " << started.error().message << "\n";
-    return 1;
-  }
-  options.public_url = http_public_url.empty() ? front.listening_url() : http_public_url;
-
-  registry::RelayLink link;
-  std::shared_ptr<RemoteRelays> remote;
-  if (role == Role::all_in_one) {
-    options.relay_url = front.relay_id();
-    link.online_agents = [&front] {
-      std::vector<registry::RelayLink::Presence> out;
-      for (const auto& presence : front.online_agents()) {
-        out.push_back({presence.agent.str(), presence.connected_at_ms, presence.last_seen_ms});
-      }
-      return out;
-    };
-    link.push_revocation = [&front](const Revocation& revocation) { return front.revoke(revocation); };
-  } else {
-    std::vector<std::string> relay_urls;
-    if (auto it = loaded->extra.find("relay-url"); it != loaded->extra.end()) relay_urls = it->second;
-    std::string relay_token;
-    if (const std::string file = first(*loaded, "relay-admin-token-file"); !file.empty()) {
-      auto token = read_secret(file, "--relay-admin-token-file");
-      if (!token) {
-        std::cerr << program << ": " << token.error().message << "\n";
-        return 2;
-      }
-      relay_token = std::move(token).value();
-    }
-    if (!relay_urls.empty()) {
-      std::string url = relay_urls.front();
-      while (!url.empty() && url.back() == '/') url.pop_back();
-      if (url.starts_with("https://")) options.relay_url = "wss://" + url.substr(8) + "/relay/ws";
-      if (url.starts_with("http://")) options.relay_url = "ws://" + url.substr(7) + "/relay/ws";
-    }
-    remote = std::make_shared<RemoteRelays>(relay_urls, relay_token);
-    link.online_agents = [remote] { return remote->online(); };
-    link.push_revocation = [remote](const Revocation& revocation) { return remote->push(revocation); };
-  }
-
-  auto service = std::make_shared<registry::RegistryService>(storage, options, link);
-  if (loaded->extra.contains("bootstrap")) {
-    auto token = service->bootstrap();
-    if (!token) {
-      std::cerr << program << ": bootstrap: " << token.error().message << "\n";
-      return 1;
-    }
-    if (*token) {
-      const auto path = config.data_dir / "bootstrap-token";
-      if (auto written = write_token_file(path, **token); !written) {
-        std::cerr << program << ": " << written.error().message << "\n";
-        return 1;
-      }
-      std::cerr << "bootstrap: created user admin; its API token (shown once, also in " << path.string()
-                << ", mode 0600):\n" << **token << "\n";
-    } else {
-      std::cerr << "bootstrap: users exist already; nothing done\n";
-    }
-  }
-
-  std::shared_ptr<registry::StaticFiles> web;
-  if (role == Role::all_in_one) {
-    const std::string flag = first(*loaded, "web-root");
-    web = std::make_shared<registry::StaticFiles>(flag.empty() ? default_web_root(argv[0]) : std::filesystem::path(flag));
-  }
-  front.set_http_handler([service, web](http::Request request, http::Responder respond) {
-    if (web && !request.path().starts_with("/api/")) {
-      respond(web->serve(request));
-      return;
-    }
-    service->handle(std::move(request), std::move(respond));
-  });
-  if (role == Role::all_in_one) {
-    front.set_registration_gate([service](const AgentId& agent) { return service->may_authenticate(agent.str()); });
+  if (instance.bootstrap_token()) {
+    std::cerr << "bootstrap: created user admin; its API token (shown once, also in " << instance.bootstrap_path().string()
+              << ", mode 0600):\n" << *instance.bootstrap_token() << "\n";
+  } else if (instance.bootstrap_requested()) {
+    std::cerr << "bootstrap: users exist already; nothing done\n";
   }
 
   // The first stdout line, so tests and scripts can use port 0 (spec README).
-  std::cout << "listening " << front.listening_url() << std::endl;
+  std::cout << "listening " << instance.front().listening_url() << std::endl;
 
-  std::thread signal_thread([&front, service, signals] {
+  std::thread signal_thread([&instance, signals] {
     int received = 0;
     sigwait(&signals, &received);
     relay::log_event(relay::LogLevel::info, "server.signal", {{"signal", std::to_string(received)}});
-    service->shutdown();  // answers the long polls, so the drain is not held up by them
-    front.drain();
+    instance.begin_stop();
   });
   signal_thread.detach();
 
-  const auto threads = config.threads > 0 ? static_cast<unsigned>(config.threads)
-                                          : std::max(1u, std::thread::hardware_concurrency());
-  front.run(threads);
-  service->shutdown();
+  instance.run();
   return 0;
+}
+
+// ---- EmbeddedServer ----
+
+struct EmbeddedServer::State {
+  explicit State(Role role) : instance(role) {}
+  Instance instance;
+  std::optional<std::string> bootstrap_token;
+  std::thread runner;
+  std::once_flag stopped;
+};
+
+Result<std::unique_ptr<EmbeddedServer>> EmbeddedServer::start(std::vector<std::string> args, Role role) {
+  auto state = std::make_unique<State>(role);
+  Instance& instance = state->instance;
+  args.insert(args.begin(), instance.program());
+  if (auto failed = instance.parse(std::move(args))) {
+    return fail(failed->exit_code == 2 ? Errc::bad_request : Errc::internal, instance.program() + ": " + failed->message);
+  }
+  if (instance.exit_now()) {
+    return fail(Errc::bad_request, instance.program() + ": --help and --version are for the command line");
+  }
+  if (auto failed = instance.open()) {
+    return fail(failed->exit_code == 2 ? Errc::bad_request : Errc::internal, instance.program() + ": " + failed->message);
+  }
+  state->bootstrap_token = instance.bootstrap_token();
+  if (!state->bootstrap_token && instance.bootstrap_requested()) {
+    // Users existed already: the token an earlier --bootstrap left in the data directory, if any.
+    if (auto earlier = read_secret((instance.config().data_dir / "bootstrap-token").string(), "bootstrap-token")) {
+      state->bootstrap_token = std::move(earlier).value();
+    }
+  }
+  state->runner = std::thread([&instance] { instance.run(); });
+  return std::unique_ptr<EmbeddedServer>(new EmbeddedServer(std::move(state)));
+}
+
+EmbeddedServer::EmbeddedServer(std::unique_ptr<State> state) : state_(std::move(state)) {}
+
+EmbeddedServer::~EmbeddedServer() { stop(); }
+
+std::string EmbeddedServer::listening_url() const { return state_->instance.front().listening_url(); }
+
+std::optional<std::string> EmbeddedServer::bootstrap_token() const { return state_->bootstrap_token; }
+
+std::string EmbeddedServer::relay_url() const { return state_->instance.relay_url(); }
+
+void EmbeddedServer::stop() {
+  std::call_once(state_->stopped, [this] {
+    state_->instance.begin_stop();
+    if (state_->runner.joinable()) state_->runner.join();
+  });
 }
 
 }  // namespace agent_mesh::server

@@ -117,12 +117,13 @@ class MeshServer {
   MeshServer(const MeshServer&) = delete;
   MeshServer& operator=(const MeshServer&) = delete;
 
-  // Stops (SIGTERM, drain) and starts again on a new port with the same data directory.
-  void restart() {
+  // Stops (SIGTERM, drain) and starts again with the same data directory, on a new port or (for
+  // clients that must reconnect to the URL they know) on the same one.
+  void restart(bool same_port = false) {
     process_->signal(SIGTERM);
     EXPECT_EQ(process_->wait_exit(std::chrono::seconds(15)), 0);
     process_.reset();
-    start();
+    start(same_port ? port_ : 0);
   }
 
   [[nodiscard]] int port() const noexcept { return port_; }
@@ -208,10 +209,10 @@ class MeshServer {
   }
 
  private:
-  void start() {
+  void start(int port = 0) {
     // The per-IP connection limit (20/s by default) is a production setting; the client here opens
     // a connection per request, so tests raise it (relay.md: tests set their own limits by flag).
-    std::vector<std::string> args{"--listen", "127.0.0.1:0", "--data-dir", data_dir_.string(), "--bootstrap",
+    std::vector<std::string> args{"--listen", "127.0.0.1:" + std::to_string(port), "--data-dir", data_dir_.string(), "--bootstrap",
                                   "--log-level", "warn", "--ip-connect-rate", "100000"};
     args.insert(args.end(), extra_.begin(), extra_.end());
     process_ = std::make_unique<ChildProcess>(binary_path("agent-mesh-server"), args);
