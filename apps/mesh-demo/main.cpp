@@ -75,6 +75,15 @@ std::string personal_group(const RegistryClient& registry, const std::string& to
   fail_demo("the bootstrap user has no personal group");
 }
 
+int stop_all(MeshClient& alice, meshd::Daemon& bob, server::EmbeddedServer& server, const std::filesystem::path& work_dir) {
+  alice.close();
+  bob.stop();
+  server.stop();
+  std::error_code ignored;
+  std::filesystem::remove_all(work_dir, ignored);
+  return 0;
+}
+
 int run(bool serve, const std::string& listen) {
   const auto started = Clock::now();
   const auto work_dir = std::filesystem::temp_directory_path() / ("mesh-demo-" + std::to_string(::getpid()));
@@ -83,7 +92,7 @@ int run(bool serve, const std::string& listen) {
 
   // 1. The server: registry + relay in this process.
   auto server = must(server::EmbeddedServer::start({"--listen", listen, "--data-dir", (work_dir / "server").string(),
-                                                    "--bootstrap", "--log-level", "warn"}),
+                                                    "--bootstrap", "--log-level", "error"}),
                      "starting the server");
   const std::string base_url = server->listening_url();
   const std::string relay_url = server->relay_url();
@@ -215,12 +224,7 @@ int run(bool serve, const std::string& listen) {
     step("revocation: alice's key revoked; her next request: " + after.error().describe());
     const auto seconds = std::chrono::duration<double>(Clock::now() - started).count();
     std::cout << "done in " << std::fixed << std::setprecision(1) << seconds << " s" << std::endl;
-    alice.close();
-    bob->stop();
-    server->stop();
-    std::error_code ignored;
-    std::filesystem::remove_all(work_dir, ignored);
-    return 0;
+    return stop_all(alice, *bob, *server, work_dir);
   }
 
   std::cout << "\nmesh-demo is serving. Open " << base_url << "/ or point meshctl at it:\n"
@@ -233,12 +237,7 @@ int run(bool serve, const std::string& listen) {
   int received = 0;
   sigwait(&signals, &received);
   std::cout << "stopping" << std::endl;
-  alice.close();
-  bob->stop();
-  server->stop();
-  std::error_code ignored;
-  std::filesystem::remove_all(work_dir, ignored);
-  return 0;
+  return stop_all(alice, *bob, *server, work_dir);
 }
 
 }  // namespace

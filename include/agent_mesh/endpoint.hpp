@@ -171,6 +171,8 @@ class Endpoint {
   void on_plaintext(const Envelope& envelope, std::int64_t now_ms);
   void on_plaintext_from_peer(const Envelope& envelope, std::int64_t now_ms);
   void send_signed(Envelope envelope, boost::json::value payload);
+  // Queues an envelope frame for the relay, or fails the request `id` sent if it is too large.
+  void queue_frame(const AgentId& to, const Uuid& id, std::string frame);
   void abandon_handshake_if_started_by(RequestHandle handle, const AgentId& peer, std::int64_t now_ms);
   void on_incoming_request(NoiseSession* session, const Envelope& envelope, MsgType type, const boost::json::value& payload,
                            std::int64_t now_ms);

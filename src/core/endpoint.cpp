@@ -57,13 +57,10 @@ Endpoint::Endpoint(KeyPair identity, EndpointOptions options)
   plaintext_peers_.insert(options_.plaintext_peers.begin(), options_.plaintext_peers.end());
 }
 
-void Endpoint::send_signed(Envelope envelope, boost::json::value payload) {
-  envelope.payload = std::move(payload);
-  envelope.sign(self_.key);
-  const AgentId to = envelope.to;
-  const Uuid id = envelope.id;
-  std::string frame = envelope.serialize();
+void Endpoint::queue_frame(const AgentId& to, const Uuid& id, std::string frame) {
   if (frame.size() > options_.max_envelope_bytes) {
+    // Only a request of ours can be told. A reply that does not fit is dropped and its caller times
+    // out; meshd bounds local answers so that they fit (docs/protocol.md "meshd").
     auto handle = by_wire_id_.find(id);
     if (handle != by_wire_id_.end()) {
       fail_request(handle->second, fail(Errc::too_large, "envelope of " + std::to_string(frame.size()) +
@@ -72,6 +69,14 @@ void Endpoint::send_signed(Envelope envelope, boost::json::value payload) {
     return;
   }
   outgoing_.push_back({to, std::move(frame)});
+}
+
+void Endpoint::send_signed(Envelope envelope, boost::json::value payload) {
+  envelope.payload = std::move(payload);
+  envelope.sign(self_.key);
+  const AgentId to = envelope.to;
+  const Uuid id = envelope.id;
+  queue_frame(to, id, envelope.serialize());
 }
 
 Envelope Endpoint::header(const AgentId& to, MsgType type, std::optional<Uuid> in_reply_to, std::int64_t now_ms) const {
@@ -185,16 +190,7 @@ void Endpoint::seal_and_send(NoiseSession& session, Envelope envelope, const boo
     if (handle != by_wire_id_.end()) fail_request(handle->second, std::move(sealed).error());
     return;
   }
-  std::string frame = envelope.serialize();
-  if (frame.size() > options_.max_envelope_bytes) {
-    auto handle = by_wire_id_.find(id);
-    if (handle != by_wire_id_.end()) {
-      fail_request(handle->second, fail(Errc::too_large, "envelope of " + std::to_string(frame.size()) +
-                                                             " bytes exceeds max_envelope_bytes"));
-    }
-    return;
-  }
-  outgoing_.push_back({to, std::move(frame)});
+  queue_frame(to, id, envelope.serialize());
 }
 
 void Endpoint::finish(RequestHandle handle) {

@@ -590,7 +590,11 @@ void ClientCore::on_connection(const ConnectionEvent& event) {
         connected_ = false;
         if (!closing_) {
           const Errc code = event.close_code == close_code::revoked ? Errc::revoked : Errc::unreachable;
-          gave_up_ = Error{code, event.reason};
+          // The link's reason may start with the code's name already ("revoked: ..."): say it once.
+          std::string message = event.reason;
+          const std::string prefix = std::string(to_string(code)) + ": ";
+          if (message.starts_with(prefix)) message.erase(0, prefix.size());
+          gave_up_ = Error{code, std::move(message)};
         }
         break;
     }
