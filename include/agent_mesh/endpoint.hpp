@@ -159,7 +159,8 @@ class Endpoint {
 
   void dispatch(RequestHandle handle, std::int64_t now_ms);
   void start_handshake_for(const AgentId& peer, std::int64_t now_ms);
-  void seal_and_send(NoiseSession& session, Envelope envelope, const boost::json::value& body);
+  // false: not sent (sealing failed or the frame exceeds max_envelope_bytes; a request of ours is failed).
+  bool seal_and_send(NoiseSession& session, Envelope envelope, const boost::json::value& body);
   void finish(RequestHandle handle);
   void fail_request(RequestHandle handle, Error error, std::optional<std::int64_t> retry_after_ms = std::nullopt);
   void drop(const std::string& reason);
@@ -170,9 +171,9 @@ class Endpoint {
   void on_encrypted(const Envelope& envelope, std::int64_t now_ms);
   void on_plaintext(const Envelope& envelope, std::int64_t now_ms);
   void on_plaintext_from_peer(const Envelope& envelope, std::int64_t now_ms);
-  void send_signed(Envelope envelope, boost::json::value payload);
+  bool send_signed(Envelope envelope, boost::json::value payload);
   // Queues an envelope frame for the relay, or fails the request `id` sent if it is too large.
-  void queue_frame(const AgentId& to, const Uuid& id, std::string frame);
+  bool queue_frame(const AgentId& to, const Uuid& id, std::string frame);
   void abandon_handshake_if_started_by(RequestHandle handle, const AgentId& peer, std::int64_t now_ms);
   void on_incoming_request(NoiseSession* session, const Envelope& envelope, MsgType type, const boost::json::value& payload,
                            std::int64_t now_ms);

@@ -57,26 +57,26 @@ Endpoint::Endpoint(KeyPair identity, EndpointOptions options)
   plaintext_peers_.insert(options_.plaintext_peers.begin(), options_.plaintext_peers.end());
 }
 
-void Endpoint::queue_frame(const AgentId& to, const Uuid& id, std::string frame) {
+bool Endpoint::queue_frame(const AgentId& to, const Uuid& id, std::string frame) {
   if (frame.size() > options_.max_envelope_bytes) {
-    // Only a request of ours can be told. A reply that does not fit is dropped and its caller times
-    // out; meshd bounds local answers so that they fit (docs/protocol.md "meshd").
+    // A request of ours fails here; for a reply the caller (reply()) answers too_large instead.
     auto handle = by_wire_id_.find(id);
     if (handle != by_wire_id_.end()) {
       fail_request(handle->second, fail(Errc::too_large, "envelope of " + std::to_string(frame.size()) +
                                                              " bytes exceeds max_envelope_bytes"));
     }
-    return;
+    return false;
   }
   outgoing_.push_back({to, std::move(frame)});
+  return true;
 }
 
-void Endpoint::send_signed(Envelope envelope, boost::json::value payload) {
+bool Endpoint::send_signed(Envelope envelope, boost::json::value payload) {
   envelope.payload = std::move(payload);
   envelope.sign(self_.key);
   const AgentId to = envelope.to;
   const Uuid id = envelope.id;
-  queue_frame(to, id, envelope.serialize());
+  return queue_frame(to, id, envelope.serialize());
 }
 
 Envelope Endpoint::header(const AgentId& to, MsgType type, std::optional<Uuid> in_reply_to, std::int64_t now_ms) const {
@@ -180,7 +180,7 @@ void Endpoint::start_handshake_for(const AgentId& peer, std::int64_t now_ms) {
   outgoing_.push_back({peer, std::move(frame)});
 }
 
-void Endpoint::seal_and_send(NoiseSession& session, Envelope envelope, const boost::json::value& body) {
+bool Endpoint::seal_and_send(NoiseSession& session, Envelope envelope, const boost::json::value& body) {
   const std::string plaintext = json::serialize_jcs(body);
   const AgentId to = envelope.to;
   const Uuid id = envelope.id;
@@ -188,9 +188,9 @@ void Endpoint::seal_and_send(NoiseSession& session, Envelope envelope, const boo
     session.retire(envelope.timestamp);
     auto handle = by_wire_id_.find(id);
     if (handle != by_wire_id_.end()) fail_request(handle->second, std::move(sealed).error());
-    return;
+    return false;
   }
-  queue_frame(to, id, envelope.serialize());
+  return queue_frame(to, id, envelope.serialize());
 }
 
 void Endpoint::finish(RequestHandle handle) {
@@ -601,17 +601,26 @@ Status Endpoint::reply(const AgentId& to, const Uuid& request_id, MsgType type, 
     served_.erase(served);
     return fail(Errc::timeout, "the caller's timeout has passed");
   }
-  if (!served->second.sid) {
-    send_signed(header(to, type, request_id, now_ms), body);
-    if (ends) served_.erase(served);
-    return {};
+  NoiseSession* session = nullptr;
+  if (served->second.sid) {
+    session = table_.find(to, *served->second.sid);
+    if (session == nullptr) {
+      served_.erase(served);
+      return fail(Errc::unreachable, "the session that carried the request is gone");
+    }
   }
-  NoiseSession* session = table_.find(to, *served->second.sid);
-  if (session == nullptr) {
+  // On the request's session, or signed in plaintext for a plaintext peer.
+  auto send = [&](MsgType what, const boost::json::value& payload) {
+    return session != nullptr ? seal_and_send(*session, header(to, what, request_id, now_ms), payload)
+                              : send_signed(header(to, what, request_id, now_ms), payload);
+  };
+  if (!send(type, body)) {
+    // Too large for one envelope: the caller gets too_large rather than waiting for its timeout.
+    const std::string message = "the reply does not fit in one envelope (max_envelope_bytes)";
+    (void)send(MsgType::error, body_to_json(ErrorBody{Errc::too_large, message, std::nullopt}));
     served_.erase(served);
-    return fail(Errc::unreachable, "the session that carried the request is gone");
+    return fail(Errc::too_large, message);
   }
-  seal_and_send(*session, header(to, type, request_id, now_ms), body);
   if (ends) served_.erase(served);
   return {};
 }

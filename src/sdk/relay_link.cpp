@@ -10,6 +10,11 @@
 //   (write_loop) draining two queues: ack frames first, then the application's envelope frames
 //   (bounded by max_queued_frames). A frame leaves its queue when its write starts and goes back to
 //   the front if the write fails, so nothing queued is lost to a broken connection.
+// - Stored envelopes (welcome's `buffered`) are acked once on_envelope has returned for them, at
+//   most 256 IDs per ack frame, flushed when 256 are pending, when the last stored one has been
+//   handled, or kAckLinger after the first pending one, whichever comes first.
+// - Resume tokens are kept per relay (normalised URL) and only presented to the relay that issued
+//   them: a token is a bearer credential, and after a fail-over another relay must not learn it.
 // - Timeouts. Dialling (resolve, TCP connect, TLS handshake, WebSocket upgrade) shares one deadline,
 //   connect_timeout after the dial starts. During authentication every read must complete within
 //   connect_timeout (Beast idle timeout without pings). After welcome Beast's idle timeout is
@@ -83,6 +88,8 @@ using boost::system::error_code;
 // close(): how long queued frames may take to drain, then how long the close handshake may take.
 constexpr auto kCloseFlushBound = std::chrono::seconds(2);
 constexpr auto kCloseHandshakeBound = std::chrono::seconds(1);
+// Acks of stored envelopes wait at most this long for company (protocol §6: batched, ≤ 256 IDs).
+constexpr auto kAckLinger = std::chrono::milliseconds(20);
 // A hostile or misconfigured welcome must not make us ping a thousand times a second, nor overflow
 // the idle timeout arithmetic.
 constexpr std::int64_t kMinHeartbeatMs = 500;
@@ -223,9 +230,8 @@ struct RelayLink::Impl {
   // Acknowledgement of stored envelopes (§6).
   std::int64_t stored_remaining = 0;
   std::vector<Uuid> pending_acks;
-  bool idle_check_posted = false;
-  std::uint64_t reads = 0;
-  std::uint64_t reads_at_idle_check = 0;
+  asio::steady_timer ack_timer{io};
+  bool ack_timer_armed = false;
 
   // The live connection (after welcome), if any.
   std::shared_ptr<ConnState> live;
@@ -362,26 +368,22 @@ struct RelayLink::Impl {
       flush_acks();
       return;
     }
-    post_idle_check();
+    arm_ack_timer();
   }
 
-  // Flushes the acks once the read loop is idle: the check re-posts itself for as long as reads
-  // keep completing between two of its runs (each pass through the handler queue also polls the
-  // socket), so a burst of stored envelopes is acked in a few frames rather than one per envelope.
-  void post_idle_check() {
-    if (idle_check_posted) return;
-    idle_check_posted = true;
-    reads_at_idle_check = reads;
-    asio::post(io, [this] { idle_check(); });
-  }
-  void idle_check() {
-    if (reads != reads_at_idle_check && !pending_acks.empty() && connected) {
-      reads_at_idle_check = reads;
-      asio::post(io, [this] { idle_check(); });
-      return;
-    }
-    idle_check_posted = false;
-    flush_acks();
+  // Acks left pending are flushed by a timer, at most kAckLinger after the first of them. (Flushing
+  // whenever the read loop goes idle gave about one ack frame per 4 envelopes: the relay writes a
+  // replay frame by frame, so the reader is idle between most of them. Each ack frame costs the
+  // relay a store transaction.)
+  void arm_ack_timer() {
+    if (ack_timer_armed) return;
+    ack_timer_armed = true;
+    ack_timer.expires_after(kAckLinger);
+    ack_timer.async_wait([this](const error_code& ec) {
+      if (ec) return;
+      ack_timer_armed = false;
+      flush_acks();
+    });
   }
 
   // ---- frames from the relay after welcome ----
@@ -437,14 +439,22 @@ struct RelayLink::Impl {
     co_await ws->async_close(websocket::close_reason(code), redirect(ignored));
   }
 
-  // Reads one text message; a binary message is a protocol violation (§6: text frames).
+  // Reads one message (the caller checks that it is text: §6 has no binary frames).
   template <class Ws>
   asio::awaitable<error_code> read_message(Ws& ws, beast::flat_buffer& buffer) {
     buffer.clear();
     error_code ec;
     co_await ws.async_read(buffer, redirect(ec));
-    if (!ec && !ws.got_text()) ec = websocket::error::bad_data_frame;
     co_return ec;
+  }
+
+  static Violation binary_frame() { return Violation{close_code::bad_request, "a binary frame from the relay"}; }
+
+  // The close code the relay sent, if it sent one.
+  template <class Ws>
+  static std::optional<std::uint16_t> received_close_code(const Ws& ws) {
+    if (ws.reason().code == 0) return std::nullopt;
+    return static_cast<std::uint16_t>(ws.reason().code);
   }
 
   template <class Ws>
@@ -459,7 +469,7 @@ struct RelayLink::Impl {
   Ending read_failure(Ws& ws, const error_code& ec, std::string_view when, const ConnState* conn) {
     Ending ending;
     if (ec == websocket::error::closed) {
-      ending.close_code = static_cast<std::uint16_t>(ws.reason().code);
+      ending.close_code = received_close_code(ws);
       ending.reason = "the relay closed the connection" + std::string(when) + " (" + describe_close(ws.reason()) + ")";
       if (conn != nullptr && !conn->relay_error.empty()) ending.reason += "; relay error " + conn->relay_error;
     } else if (conn != nullptr && !conn->write_error.empty()) {
@@ -481,11 +491,8 @@ struct RelayLink::Impl {
     do {
       ec = co_await read_message(ws, buffer);
     } while (!ec);
-    if (ec == websocket::error::closed) {
-      ending.close_code = static_cast<std::uint16_t>(ws.reason().code);
-    } else {
-      ending.close_code = close_code_for(error.code);
-    }
+    if (ec == websocket::error::closed) ending.close_code = received_close_code(ws);
+    if (!ending.close_code) ending.close_code = close_code_for(error.code);
     if (ending.close_code) ending.reason += " (close " + std::to_string(*ending.close_code) + ")";
     co_return ending;
   }
@@ -513,6 +520,10 @@ struct RelayLink::Impl {
       ec = co_await read_message(ws, buffer);
       if (ec) {
         ending = read_failure(ws, ec, " during authentication", nullptr);
+        co_return std::nullopt;
+      }
+      if (!ws.got_text()) {
+        ending = co_await violation(ws, binary_frame());
         co_return std::nullopt;
       }
       auto frame = parse_relay_frame(text_of(buffer));
@@ -614,8 +625,12 @@ struct RelayLink::Impl {
         ending = read_failure(*ws, ec, "", conn.get());
         break;
       }
-      ++reads;
-      auto violated = on_frame(text_of(buffer), *conn);
+      std::optional<Violation> violated;
+      if (ws->got_text()) {
+        violated = on_frame(text_of(buffer), *conn);
+      } else {
+        violated = binary_frame();
+      }
       if (violated) {
         ending = co_await violation(*ws, std::move(*violated));
         break;

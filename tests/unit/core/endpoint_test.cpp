@@ -573,6 +573,31 @@ TEST_F(EndpointTest, UndeliverableFailsTheRequestThatSentTheEnvelope) {
   EXPECT_TRUE(alice.take_events().empty());
 }
 
+TEST(EndpointTooLargeTest, AReplyThatDoesNotFitIsAnsweredTooLarge) {
+  EndpointOptions small;
+  small.max_envelope_bytes = 4096;
+  Endpoint alice(key_from_byte(1));
+  Endpoint bob(key_from_byte(2), small);
+  Mesh mesh;
+  mesh.add(alice);
+  mesh.add(bob);
+  const auto handle = alice.request(bob.id(), "echo", 1, false, 5000, mesh.now);
+  mesh.pump();
+  auto events = bob.take_events();
+  auto requests = events_of<IncomingRequest>(events);
+  ASSERT_EQ(requests.size(), 1u);
+  auto sent = bob.respond(requests[0].from, requests[0].id, boost::json::value(std::string(8000, 'x')), mesh.now);
+  ASSERT_FALSE(sent.ok());
+  EXPECT_EQ(sent.error().code, Errc::too_large);
+  mesh.pump();
+  auto alice_events = alice.take_events();
+  auto failures = events_of<FailureEvent>(alice_events);
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_EQ(failures[0].handle, handle);
+  EXPECT_EQ(failures[0].error.code, Errc::too_large);
+  EXPECT_EQ(bob.served_count(), 0u);
+}
+
 TEST(EndpointUndeliverableTest, AnUndeliverableHandshakeLetsTheNextRequestStartANewOne) {
   Endpoint alice(key_from_byte(1));
   const AgentId bob = key_from_byte(2).agent_id();
