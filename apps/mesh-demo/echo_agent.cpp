@@ -57,6 +57,9 @@ Result<std::unique_ptr<EchoAgent>> EchoAgent::start(std::string name) {
   relay::RelayConfig config;
   config.listen.host = "127.0.0.1";
   config.listen.port = 0;
+  // The HTTP front's per-IP connection limit protects a public relay; meshd opens a connection per
+  // forwarded request from 127.0.0.1, so a local agent must not throttle it.
+  config.ip_connect_rate = 1e9;
   config.data_dir = impl.data_dir;
   impl.server = std::make_unique<relay::RelayServer>(config);
   impl.server->disable_relay();

@@ -9,7 +9,9 @@
 // 2. throughput: encrypted request/response round trips per second through the SDK (MeshClient →
 //    relay → MeshAgent and back, `concurrency` requests in flight), against the bare relay in the
 //    same run: the SDK's own transport (RelayLink) echoing pre-built envelopes of the same size with
-//    no crypto and no protocol engine. The ratio is what Noise, JSON and the SDK cost on top.
+//    no crypto and no protocol engine. The ratio is what Noise, JSON and the SDK cost on top. Then
+//    the same through two agent-meshd (in process: Local API on a Unix socket, forwarding to an
+//    echo agent over loopback HTTP), the path a daemon-based agent takes.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
@@ -17,13 +19,17 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <filesystem>
 #include <mutex>
 #include <thread>
 
 #include "agent_mesh/envelope.hpp"
 #include "agent_mesh/mesh_agent.hpp"
 #include "agent_mesh/mesh_client.hpp"
+#include "echo_agent.hpp"
+#include "meshd/daemon.hpp"
 #include "sdk/relay_link.hpp"
+#include "unix_http.hpp"
 
 namespace {
 
@@ -184,6 +190,63 @@ double bare_throughput(const std::string& url, double seconds, int concurrency, 
   return rate;
 }
 
+// The same round trips through two agent-meshd (Bob's forwarding to an echo agent on loopback HTTP,
+// Alice's Local API on a Unix socket): `concurrency` threads, one Local API connection per request.
+double meshd_throughput(const std::string& url, double seconds, int concurrency, std::size_t bytes) {
+  const auto dir = std::filesystem::temp_directory_path() / ("sdk-bench-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const KeyPair alice = KeyPair::generate();
+  const KeyPair bob = KeyPair::generate();
+  if (!alice.save(dir / "alice.key") || !bob.save(dir / "bob.key")) std::exit(1);
+  auto echo = demo::EchoAgent::start("bob");
+  if (!echo) std::exit(1);
+  auto config = [&](const std::string& name, const KeyPair& key) {
+    meshd::MeshdConfig c;
+    c.relay_urls = {url};
+    c.key_file = dir / (name + ".key");
+    c.socket = dir / (name + ".sock");
+    c.mesh_home = dir;
+    c.log_level = LogLevel::error;
+    c.acl.kind = meshd::AclSetting::Kind::inline_object;
+    c.acl.inline_text = R"({"default_deny": true, "rules": [{"source": "*", "target": ")" + key.agent_id().str() +
+                        R"(", "allowed_capabilities": ["*"]}]})";
+    return c;
+  };
+  meshd::MeshdConfig bob_config = config("bob", bob);
+  bob_config.local_agent_url = (*echo)->url();
+  auto bob_daemon = meshd::Daemon::start(bob_config);
+  auto alice_daemon = meshd::Daemon::start(config("alice", alice));
+  if (!bob_daemon || !alice_daemon) std::exit(1);
+  const std::string socket = (*alice_daemon)->socket_path().string();
+  const std::string body = boost::json::serialize(boost::json::object{
+      {"target", bob.agent_id().str()}, {"capability", "echo"}, {"payload", boost::json::object{{"data", payload_of(bytes)}}}});
+  if (test::unix_http(socket, "POST", "/request", body).status != 200) {
+    std::fprintf(stderr, "sdk-bench: the first request through meshd failed\n");
+    std::exit(1);
+  }
+  std::atomic<std::uint64_t> done{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  const auto start = Clock::now();
+  for (int i = 0; i < concurrency; ++i) {
+    threads.emplace_back([&] {
+      while (!stop) {
+        if (test::unix_http(socket, "POST", "/request", body).status == 200) ++done;
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));  // the measurement window
+  stop = true;
+  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  for (auto& thread : threads) thread.join();
+  const double rate = static_cast<double>(done.load()) / elapsed;
+  (*alice_daemon)->stop(std::chrono::seconds(1));
+  (*bob_daemon)->stop(std::chrono::seconds(1));
+  std::error_code ignored;
+  std::filesystem::remove_all(dir, ignored);
+  return rate;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -202,8 +265,11 @@ int main(int argc, char** argv) {
   for (std::size_t bytes : {256u, 4096u}) {
     const double bare = bare_throughput(url, duration, concurrency, bytes);
     const double sdk = sdk_throughput(url, duration, concurrency, bytes);
+    const double through_meshd = meshd_throughput(url, duration, concurrency, bytes);
     std::printf("throughput, %zu B, %d in flight: SDK encrypted %.0f rt/s, bare relay %.0f rt/s, ratio %.2fx\n",
                 bytes, concurrency, sdk, bare, sdk / bare);
+    std::printf("throughput, %zu B, %d in flight: two agent-meshd + echo agent %.0f rt/s, ratio to the bare relay %.2fx\n",
+                bytes, concurrency, through_meshd, through_meshd / bare);
   }
   return 0;
 }
