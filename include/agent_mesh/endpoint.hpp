@@ -171,6 +171,7 @@ class Endpoint {
   void on_encrypted(const Envelope& envelope, std::int64_t now_ms);
   void on_plaintext(const Envelope& envelope, std::int64_t now_ms);
   void on_plaintext_from_peer(const Envelope& envelope, std::int64_t now_ms);
+  void on_cancel(const Envelope& envelope, const std::optional<SessionId>& sid);
   bool send_signed(Envelope envelope, boost::json::value payload);
   // Queues an envelope frame for the relay, or fails the request `id` sent if it is too large.
   bool queue_frame(const AgentId& to, const Uuid& id, std::string frame);

@@ -372,13 +372,7 @@ void Endpoint::on_encrypted(const Envelope& envelope, std::int64_t now_ms) {
     return;
   }
   if (envelope.msg_type == MsgType::cancel) {
-    auto served = served_.find({envelope.from, *envelope.in_reply_to});
-    if (served == served_.end() || served->second.sid != *envelope.sid) {
-      drop("cancel for no request served on this session");
-      return;
-    }
-    served_.erase(served);
-    events_.push_back(PeerCancelled{envelope.from, *envelope.in_reply_to});
+    on_cancel(envelope, envelope.sid);
     return;
   }
   // A reply: it must answer a request of ours to this peer, on the session that carried it.
@@ -513,6 +507,17 @@ void Endpoint::abandon_handshake_if_started_by(RequestHandle handle, const Agent
   start_handshake_for(peer, now_ms);
 }
 
+// A cancel counts only on the session that carried its request (nullopt: a plaintext request).
+void Endpoint::on_cancel(const Envelope& envelope, const std::optional<SessionId>& sid) {
+  auto served = served_.find({envelope.from, *envelope.in_reply_to});
+  if (served == served_.end() || served->second.sid != sid) {
+    drop("cancel for no request served on this session");
+    return;
+  }
+  served_.erase(served);
+  events_.push_back(PeerCancelled{envelope.from, *envelope.in_reply_to});
+}
+
 void Endpoint::on_plaintext_from_peer(const Envelope& envelope, std::int64_t now_ms) {
   const MsgType type = envelope.msg_type;
   if (type == MsgType::request || type == MsgType::stream_request) {
@@ -524,13 +529,7 @@ void Endpoint::on_plaintext_from_peer(const Envelope& envelope, std::int64_t now
     return;
   }
   if (type == MsgType::cancel) {
-    auto served = served_.find({envelope.from, *envelope.in_reply_to});
-    if (served == served_.end() || served->second.sid) {
-      drop("cancel for no plaintext request served");
-      return;
-    }
-    served_.erase(served);
-    events_.push_back(PeerCancelled{envelope.from, *envelope.in_reply_to});
+    on_cancel(envelope, std::nullopt);
     return;
   }
   auto handle = by_wire_id_.find(*envelope.in_reply_to);
