@@ -67,6 +67,11 @@ class AgentId {
 // low-order public key), which aborts any handshake using it.
 [[nodiscard]] Result<X25519Key> x25519(const X25519Key& secret, const X25519Key& public_key);
 
+// Writes `text` to `path` atomically (a temporary file in the same directory, mode 0600, fsync,
+// rename, fsync of the directory), creating missing parent directories with mode 0700: key files and
+// meshctl's config.toml. Errors: Errc::internal naming the path and the reason.
+[[nodiscard]] Status write_private_file(const std::filesystem::path& path, std::string_view text);
+
 // An Ed25519 key pair. The secret seed is wiped (sodium_memzero) when the object dies.
 class KeyPair {
  public:

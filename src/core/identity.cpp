@@ -472,9 +472,15 @@ Result<KeyPair> KeyPair::load(const std::filesystem::path& path) {
 }
 
 Status KeyPair::save(const std::filesystem::path& path) const {
+  std::string text = key_file_text();
+  const WipeOnExit wipe_text(text);
+  return write_private_file(path, text);
+}
+
+Status write_private_file(const std::filesystem::path& path, std::string_view text) {
   detail::ensure_sodium();
   if (path.filename().empty()) {
-    return fail(Errc::internal, "cannot save key file " + path.string() + ": not a file name");
+    return fail(Errc::internal, "cannot save " + path.string() + ": not a file name");
   }
   const std::filesystem::path directory =
       path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
@@ -485,8 +491,7 @@ Status KeyPair::save(const std::filesystem::path& path) const {
   // O_EXCL|O_NOFOLLOW: the temporary is always a new file of ours, never something planted there.
   FileDescriptor fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!fd.valid()) {
-    return fail(Errc::internal,
-                "cannot create key file " + temporary_shown + ": " + describe_errno(errno));
+    return fail(Errc::internal, "cannot create " + temporary_shown + ": " + describe_errno(errno));
   }
   // From here on, any failure removes the temporary file.
   const auto abandon = [&](Error error) -> Status {
@@ -501,8 +506,6 @@ Status KeyPair::save(const std::filesystem::path& path) const {
     return abandon(fail(Errc::internal, "cannot set mode 0600 on " + temporary_shown + ": " +
                                             describe_errno(errno)));
   }
-  std::string text = key_file_text();
-  const WipeOnExit wipe_text(text);
   if (auto written = write_all(fd.get(), text, temporary_shown); !written.ok()) {
     return abandon(std::move(written).error());
   }
@@ -512,7 +515,7 @@ Status KeyPair::save(const std::filesystem::path& path) const {
   if (fd.close_now() != 0) {
     return abandon(fail(Errc::internal, "cannot close " + temporary_shown + ": " + describe_errno(errno)));
   }
-  // rename() replaces the target atomically: readers see the old key file or the new one.
+  // rename() replaces the target atomically: readers see the old file or the new one.
   if (::rename(temporary.c_str(), path.c_str()) != 0) {
     return abandon(fail(Errc::internal, "cannot rename " + temporary_shown + " to " + path.string() +
                                             ": " + describe_errno(errno)));

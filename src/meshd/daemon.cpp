@@ -126,8 +126,12 @@ struct StopSignal {
 
 class RegistrySync : public std::enable_shared_from_this<RegistrySync> {
  public:
-  RegistrySync(std::shared_ptr<RegistryClient> registry, std::shared_ptr<AclFeed> feed, LogFn log)
-      : registry_(std::move(registry)), feed_(std::move(feed)), log_(std::move(log)) {}
+  // `synced_version`: the version of a sync already done (Daemon::start's first one), 0 for none.
+  RegistrySync(std::shared_ptr<RegistryClient> registry, std::shared_ptr<AclFeed> feed, LogFn log,
+               std::int64_t synced_version)
+      : registry_(std::move(registry)), feed_(std::move(feed)), log_(std::move(log)), synced_version_(synced_version) {
+    state_.synced = synced_version > 0;
+  }
 
   void start() {
     auto self = shared_from_this();
@@ -185,8 +189,8 @@ class RegistrySync : public std::enable_shared_from_this<RegistrySync> {
 
   void run() {
     std::mt19937_64 random{std::random_device{}()};
-    std::int64_t version = 0;
-    bool first = true;
+    std::int64_t version = synced_version_;
+    bool first = synced_version_ == 0;
     unsigned failures = 0;
     while (!stopping()) {
       // The first request answers at once (wait_s 0) so the rules arrive right after start.
@@ -231,6 +235,7 @@ class RegistrySync : public std::enable_shared_from_this<RegistrySync> {
   std::shared_ptr<RegistryClient> registry_;
   std::shared_ptr<AclFeed> feed_;
   LogFn log_;
+  const std::int64_t synced_version_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   bool stopping_ = false;
@@ -366,6 +371,25 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const MeshdConfig& config, std::fu
   }
   auto forwarder = parts->forwarder;
 
+  // The first ACL sync happens before the relay connection: messages the relay stored for this
+  // agent arrive right after it connects, and must meet the registry's rules, not an empty policy
+  // (default deny would refuse them). A registry that does not answer only delays this; the sync
+  // thread keeps trying.
+  std::int64_t synced_version = 0;
+  if (!config.cp_url.empty()) {
+    parts->registry = std::make_shared<RegistryClient>(config.cp_url, *key);
+    auto first = parts->registry->acl_sync(0, 0);
+    if (first) {
+      synced_version = first->version;
+      feed->set_synced(std::move(first).value());
+      log(LogLevel::info, "registry.synced", "ACL sync with " + config.cp_url + " is up");
+    } else {
+      log(LogLevel::warn, "registry.first_sync_failed",
+          "the first ACL sync with " + config.cp_url + " failed (" + first.error().describe() +
+              "); requests are refused until a sync succeeds (retrying in the background)");
+    }
+  }
+
   auto stopping = parts->stopping;
   ClientOptions options;
   options.relay_urls = config.relay_urls;
@@ -402,9 +426,8 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const MeshdConfig& config, std::fu
   }
 
   if (!config.cp_url.empty()) {
-    parts->registry = std::make_shared<RegistryClient>(config.cp_url, *key);
     parts->discovery = std::make_shared<DiscoveryCache>(parts->registry);
-    parts->sync = std::make_shared<RegistrySync>(parts->registry, feed, log);
+    parts->sync = std::make_shared<RegistrySync>(parts->registry, feed, log, synced_version);
   }
   auto discovery = parts->discovery;
   auto sync = parts->sync;

@@ -2,8 +2,9 @@
 // the local agent, the ACL feed, the registry sync and the Local API, started in that order and
 // stopped on SIGTERM/SIGINT.
 //
-// Start: config → key → ACL (a bad ACL file stops the start) → MeshAgent → Local API → the first
-// stdout line `agent <agent_id> socket <path>` (flushed) → registry sync (with --cp-url).
+// Start: config → key → ACL (a bad ACL file stops the start) → the first ACL sync with the registry
+// (with --cp-url; a failure is logged and retried later) → MeshAgent → Local API → the first stdout
+// line `agent <agent_id> socket <path>` (flushed) → the registry sync's long poll.
 // Stop (SIGTERM/SIGINT): the Local API stops accepting and the agent stops taking new requests at
 // once; requests in flight both ways get up to 10 s; the relay connection closes with 1000; exit 0.
 // A second signal during the drain exits at once (status 1).
