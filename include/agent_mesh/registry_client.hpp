@@ -26,6 +26,7 @@
 //                              the identity's signature (Authorization: MeshAgent ...), which needs
 //                              the identity registered (discovery sees its group only)
 //   call()                     a Bearer token when given, otherwise the identity's signature
+//   call_anonymous()           none
 //
 // Errors: the registry's `{"error": {"code", "message"}}` becomes an Error with that code and
 // message (an unknown code → Errc::internal with "<code>: <message>"); a non-2xx answer without that
@@ -116,6 +117,10 @@ class RegistryClient {
   [[nodiscard]] Result<boost::json::value> call(std::string_view method, std::string_view target,
                                                 std::optional<boost::json::value> body = std::nullopt,
                                                 std::optional<std::string_view> bearer_token = std::nullopt) const;
+  // The same without credentials: calls anyone may make (GET /api/v1/info, a self-signed
+  // revocation's POST /api/v1/revocations, the device login).
+  [[nodiscard]] Result<boost::json::value> call_anonymous(std::string_view method, std::string_view target,
+                                                          std::optional<boost::json::value> body = std::nullopt) const;
 
  private:
   enum class Auth : std::uint8_t { none, bearer, agent };

@@ -209,6 +209,10 @@ void revoke(Context& context, const std::string& agent_flag, const std::string& 
   } else {
     context.out() << "Revoked " << revoked << " (relays refuse it from now on; revocations never expire)\n";
   }
+  if (agent_flag.empty()) {
+    context.err() << "This key can no longer be used. Make a new one with `agent-meshctl keygen --save` and register "
+                     "the agent again.\n";
+  }
 }
 
 // ---- rotate ----

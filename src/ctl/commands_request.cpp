@@ -192,6 +192,9 @@ void request(Context& context, const RequestOptions& options) {
     fail_command("--timeout must be between 0 and 3600 seconds", "e.g. --timeout 30", kExitUsage);
   }
   const auto me = context.agent_id();
+  if (me && me->str() == options.target) {
+    fail_command("--target is this agent itself", "a request goes to another agent (`agent-meshctl discover`)", kExitUsage);
+  }
   const std::string me_text = me ? me->str() : std::string("<your-agent-id>");
   const auto socket = context.meshd_socket();
   if (socket && meshd_answers(*socket)) return request_through_meshd(context, options, *payload, *socket, me_text);

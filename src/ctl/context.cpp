@@ -182,8 +182,9 @@ boost::json::value Context::call_registry(std::string_view method, std::string_v
       break;
   }
   auto client = registry(std::move(key));
-  auto answer = token ? client->call(method, target, std::move(body), std::string_view(*token))
-                      : client->call(method, target, std::move(body));
+  auto answer = token                       ? client->call(method, target, std::move(body), std::string_view(*token))
+                : auth == RegistryAuth::none ? client->call_anonymous(method, target, std::move(body))
+                                             : client->call(method, target, std::move(body));
   if (!answer) fail_registry(answer.error(), token.has_value(), not_found_hint);
   return std::move(answer).value();
 }

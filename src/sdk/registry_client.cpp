@@ -325,4 +325,13 @@ Result<boost::json::value> RegistryClient::call(std::string_view method, std::st
   return perform_json(sent);
 }
 
+Result<boost::json::value> RegistryClient::call_anonymous(std::string_view method, std::string_view target,
+                                                          std::optional<boost::json::value> body) const {
+  AGENT_MESH_TRY(check_target(target));
+  Sent sent{.method = std::string(method), .target = std::string(target)};
+  if (body) sent.body = boost::json::serialize(*body);
+  sent.auth = Auth::none;
+  return perform_json(sent);
+}
+
 }  // namespace agent_mesh
