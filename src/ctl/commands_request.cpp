@@ -7,6 +7,7 @@
 #include <boost/json.hpp>
 #include <chrono>
 #include <cstring>
+#include <optional>
 
 #include "agent_mesh/json.hpp"
 #include "agent_mesh/mesh_client.hpp"
@@ -94,7 +95,10 @@ void request_through_meshd(Context& context, const RequestOptions& options, cons
   request.timeout = timeout + kLocalApiSlack;
 
   if (!options.stream) {
+    std::optional<Spinner> spinner;
+    spinner.emplace(context, "Waiting for " + options.target.substr(0, 8) + "… to answer " + options.capability);
     auto answer = net::unix_http_request(request);
+    spinner.reset();
     if (!answer) fail_command(answer.error().describe(), "is agent-meshd still running? (`agent-meshctl status`)");
     if (answer->status != 200) fail_mesh(local_api_error(answer->status, answer->body), options, me);
     auto parsed = agent_mesh::json::parse_ijson(answer->body);
@@ -149,6 +153,8 @@ void request_directly(Context& context, const RequestOptions& options, const jso
   client_options.relay_urls = {relay};
   client_options.default_timeout = timeout;
   MeshClient client(std::move(*key), client_options);
+  std::optional<Spinner> spinner;
+  spinner.emplace(context, "Connecting to " + relay);
   if (auto connected = client.wait_connected(std::min(timeout, kMaxConnectWait)); !connected) {
     fail_command("cannot reach the relay at " + relay + ": " + connected.error().describe(),
                  "is the relay running? meshctl uses " + relay + " (from " + context.source_of("relay_url") +
@@ -160,13 +166,16 @@ void request_directly(Context& context, const RequestOptions& options, const jso
     if (interrupts.wait_for(std::chrono::milliseconds(0))) cancel.cancel();
   };
   if (!options.stream) {
+    spinner->set_text("Waiting for " + options.target.substr(0, 8) + "… to answer " + options.capability);
     auto pending = client.request(*AgentId::parse(options.target), options.capability, payload, request_options);
     std::optional<Result<Response>> result;
     while (!(result = pending.wait_for(kInterruptCheck))) check_interrupt();
+    spinner.reset();
     if (interrupts.interrupted()) fail_command("request cancelled", "", kExitInterrupted);
     if (!*result) fail_mesh(result->error(), options, me);
     return print_body(context, (*result)->body);
   }
+  spinner.reset();  // chunks are the progress from here on
   auto stream = client.stream(*AgentId::parse(options.target), options.capability, payload, request_options);
   while (true) {
     auto next = stream.next_async();
