@@ -287,16 +287,18 @@ void Spinner::set_text(std::string text) {
 // ---- Interrupts ----
 
 namespace {
+// SIGUSR1 is the wake-up call between meshctl's own threads (Interrupts::wake); never sent by users.
 sigset_t interrupt_signals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGUSR1);
   return set;
 }
 }  // namespace
 
-Interrupts::Interrupts() {
+Interrupts::Interrupts() : owner_(pthread_self()) {
   const sigset_t set = interrupt_signals();
   pthread_sigmask(SIG_BLOCK, &set, &previous_);
 }
@@ -310,8 +312,7 @@ Interrupts::~Interrupts() {
   pthread_sigmask(SIG_SETMASK, &previous_, nullptr);
 }
 
-bool Interrupts::wait_for(std::chrono::milliseconds timeout) {
-  if (interrupted_) return true;
+Interrupts::Wait Interrupts::wait(std::chrono::milliseconds timeout) {
   const sigset_t set = interrupt_signals();
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (true) {
@@ -320,12 +321,15 @@ bool Interrupts::wait_for(std::chrono::milliseconds timeout) {
     const int signal = sigtimedwait(&set, nullptr, &wait);
     if (signal == SIGINT || signal == SIGTERM) {
       interrupted_ = true;
-      return true;
+      return Wait::interrupted;
     }
+    if (signal == SIGUSR1) return Wait::woken;
     if (signal < 0 && errno == EINTR) continue;
-    return false;  // EAGAIN: the timeout passed
+    return Wait::timeout;  // EAGAIN: the timeout passed
   }
 }
+
+void Interrupts::wake() const { pthread_kill(owner_, SIGUSR1); }
 
 // ---- small helpers ----
 

@@ -5,6 +5,8 @@
 
 #include <boost/json/value.hpp>
 #include <chrono>
+#include <pthread.h>
+
 #include <csignal>
 #include <exception>
 #include <filesystem>
@@ -139,20 +141,28 @@ class Spinner {
 };
 
 // SIGINT/SIGTERM taken out of their default action (which would kill the process mid-write) and
-// delivered here instead, so a waiting command can stop cleanly. Construct it before any thread
-// starts: threads inherit the blocked mask. The destructor restores the previous mask.
+// delivered here instead, so a waiting command can stop cleanly. Construct it on the thread that
+// waits, before any other thread starts: threads inherit the blocked mask. The destructor restores
+// the previous mask.
 class Interrupts {
  public:
+  enum class Wait : std::uint8_t { timeout, interrupted, woken };
   Interrupts();
   ~Interrupts();
   Interrupts(const Interrupts&) = delete;
   Interrupts& operator=(const Interrupts&) = delete;
-  // Waits up to `timeout` for SIGINT or SIGTERM; true when one came (now or earlier).
-  bool wait_for(std::chrono::milliseconds timeout);
+  // Waits up to `timeout` for SIGINT or SIGTERM (interrupted) or for wake() from another thread
+  // (woken), whichever comes first.
+  Wait wait(std::chrono::milliseconds timeout);
+  // True when interrupted, now or by an earlier signal.
+  bool wait_for(std::chrono::milliseconds timeout) { return interrupted_ || wait(timeout) == Wait::interrupted; }
+  // Ends the constructing thread's wait() early (from any thread; a wake before the wait is kept).
+  void wake() const;
   [[nodiscard]] bool interrupted() const noexcept { return interrupted_; }
 
  private:
   sigset_t previous_{};
+  pthread_t owner_;
   bool interrupted_ = false;
 };
 

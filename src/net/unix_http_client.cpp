@@ -7,6 +7,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/asio/post.hpp>
+#include <mutex>
 #include <optional>
 
 #include "agent_mesh/version.hpp"
@@ -19,6 +21,14 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using Stream = beast::basic_stream<asio::local::stream_protocol>;
+
+// What a cancel from another thread may touch: the io_context while the exchange runs, nothing after.
+struct CancelHook {
+  std::mutex mutex;
+  asio::io_context* io = nullptr;
+  Stream* stream = nullptr;
+  bool cancelled = false;
+};
 
 struct Exchange {
   const UnixHttpRequest& request;
@@ -112,8 +122,35 @@ Result<HttpResponse> unix_http_request(const UnixHttpRequest& request) {
   Stream stream(io);
   Exchange exchange{request, std::nullopt};
   std::exception_ptr failure;
+  auto hook = std::make_shared<CancelHook>();
+  {
+    const std::lock_guard lock(hook->mutex);
+    hook->io = &io;
+    hook->stream = &stream;
+  }
   asio::co_spawn(io, exchange.run(stream), [&failure](std::exception_ptr e) { failure = e; });
+  // Registered after co_spawn queued the exchange's first step, so a close posted by the callback
+  // (at once if already cancelled) runs after the connect has started and aborts it.
+  if (request.cancel) {
+    request.cancel->on_cancel([hook] {
+      const std::lock_guard lock(hook->mutex);
+      hook->cancelled = true;
+      if (hook->io == nullptr) return;
+      asio::post(*hook->io, [stream = hook->stream] {
+        beast::error_code ignored;
+        stream->socket().close(ignored);
+      });
+    });
+  }
   io.run();
+  bool cancelled = false;
+  {
+    const std::lock_guard lock(hook->mutex);
+    hook->io = nullptr;
+    hook->stream = nullptr;
+    cancelled = hook->cancelled;
+  }
+  if (cancelled) return fail(Errc::cancelled, "unix_http: the request on " + request.socket_path + " was cancelled");
   if (failure) {
     try {
       std::rethrow_exception(failure);

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "agent_mesh/pending.hpp"
 #include "agent_mesh/result.hpp"
 #include "net/http_client.hpp"
 
@@ -26,11 +27,15 @@ struct UnixHttpRequest {
   // (the connection is closed, which meshd takes as a cancel).
   std::function<void(const HttpResponse&)> on_headers;
   std::function<bool(std::string_view)> on_body;
+  // Cancelling closes the connection (meshd then cancels the mesh request) and ends the exchange
+  // with Errc::cancelled; safe from any thread, also before or after the exchange.
+  std::optional<CancelToken> cancel;
 };
 
 // Errors: Errc::unreachable when nothing listens on the socket ("connect to <path> failed: ...",
 // also for a missing socket file) or the connection breaks; Errc::timeout after `timeout`;
-// Errc::too_large for a collected body past its bound; Errc::cancelled when on_body returned false.
+// Errc::too_large for a collected body past its bound; Errc::cancelled when on_body returned false or
+// `cancel` was cancelled.
 [[nodiscard]] Result<HttpResponse> unix_http_request(const UnixHttpRequest& request);
 
 }  // namespace agent_mesh::net

@@ -1,0 +1,148 @@
+#include "ctl/mesh_caller.hpp"
+
+#include <boost/json.hpp>
+
+#include "agent_mesh/json.hpp"
+#include "agent_mesh/mesh_client.hpp"
+#include "agent_mesh/registry_client.hpp"
+#include "ctl/context.hpp"
+#include "ctl/local_api_answers.hpp"
+#include "ctl/meshd_local_api.hpp"
+#include "net/unix_http_client.hpp"
+
+namespace agent_mesh::ctl {
+
+namespace {
+
+namespace json = boost::json;
+
+// Room beyond the request's own deadline for meshd to answer with its `timeout` error.
+constexpr std::chrono::milliseconds kLocalApiSlack{5000};
+// The longest a direct call waits for the relay connection (within its own timeout).
+constexpr std::chrono::milliseconds kMaxConnectWait{10000};
+// An error answer from meshd is one small JSON object.
+constexpr std::size_t kMaxErrorBodyBytes = 64 * 1024;
+
+}  // namespace
+
+MeshCaller::MeshCaller(const Context& context)
+    : socket_(context.meshd_socket()), key_(context.identity()), cp_url_(context.cp_url()) {
+  if (auto relay = context.setting("relay_url")) configured_relay_url_ = *relay;
+}
+
+MeshCaller::~MeshCaller() {
+  if (client_) client_->close(std::chrono::milliseconds(0));
+}
+
+bool MeshCaller::meshd_socket_answers() const { return socket_ && meshd_answers(*socket_); }
+
+Result<json::value> MeshCaller::call(const MeshCall& call) {
+  if (meshd_socket_answers()) return call_meshd(call);
+  return call_directly(call);
+}
+
+Result<json::value> MeshCaller::call_meshd(const MeshCall& call) const {
+  json::object body{{"target", call.target.str()}, {"capability", call.capability}, {"payload", call.payload},
+                    {"timeout_ms", call.timeout.count()}};
+  if (call.stream) body["stream"] = true;
+  net::UnixHttpRequest request;
+  request.socket_path = socket_->string();
+  request.method = "POST";
+  request.target = "/request";
+  request.body = json::serialize(body);
+  request.timeout = call.timeout + kLocalApiSlack;
+  request.cancel = call.cancel;
+
+  if (!call.stream) {
+    auto answer = net::unix_http_request(request);
+    if (!answer) return std::move(answer).error();
+    if (answer->status != 200) return local_api_error(answer->status, answer->body);
+    auto parsed = agent_mesh::json::parse_ijson(answer->body);
+    if (!parsed) return fail(Errc::internal, "meshd's answer is not JSON: " + parsed.error().message);
+    return parsed;
+  }
+
+  // NDJSON: {"seq", "body"} lines, then {"end": n} or {"error": {...}}.
+  int status = 0;
+  std::string error_body;
+  StreamLineReader reader;
+  std::optional<Error> stream_error;
+  request.on_headers = [&](const net::HttpResponse& response) { status = response.status; };
+  request.on_body = [&](std::string_view bytes) {
+    if (status != 200) {
+      error_body.append(bytes.substr(0, kMaxErrorBodyBytes - std::min(error_body.size(), kMaxErrorBodyBytes)));
+      return true;
+    }
+    auto events = reader.feed(bytes);
+    if (!events) {
+      stream_error = events.error();
+      return false;
+    }
+    for (auto& event : *events) {
+      if (event.kind == StreamLineReader::Event::Kind::chunk && call.on_chunk) call.on_chunk(event.body);
+      if (event.kind == StreamLineReader::Event::Kind::error) {
+        stream_error = event.error;
+        return false;
+      }
+    }
+    return true;
+  };
+  auto answer = net::unix_http_request(request);
+  if (status != 0 && status != 200) return local_api_error(status, error_body);
+  if (stream_error) return *stream_error;
+  if (!answer) return std::move(answer).error();
+  if (!reader.finished()) return fail(Errc::unreachable, "meshd's stream ended without its end line");
+  return json::value(nullptr);
+}
+
+Result<std::shared_ptr<MeshClient>> MeshCaller::direct_client(std::chrono::milliseconds connect_wait) {
+  std::shared_ptr<MeshClient> client;
+  {
+    const std::lock_guard lock(mutex_);
+    if (!client_) {
+      if (!key_) {
+        return fail(Errc::bad_request,
+                    "agent-meshd is not running and no agent key is configured for a direct request: start "
+                    "agent-meshd, or configure a key (`agent-meshctl register` / --key-file)");
+      }
+      std::string relay = configured_relay_url_;
+      if (relay.empty()) {
+        auto info = RegistryClient(cp_url_, *key_).info();
+        if (!info) return fail(info.error().code, "cannot ask the registry for the relay's URL: " + info.error().message);
+        if (const auto* url = info->if_contains("relay_url"); url != nullptr && url->is_string()) {
+          relay = std::string(url->as_string());
+        }
+        if (relay.empty()) return fail(Errc::unreachable, "the registry at " + cp_url_ + " names no relay (set --relay-url)");
+      }
+      ClientOptions options;
+      options.relay_urls = {relay};
+      client_ = std::make_shared<MeshClient>(*key_, options);
+    }
+    client = client_;
+  }
+  if (auto connected = client->wait_connected(connect_wait); !connected) {
+    return fail(connected.error().code == Errc::timeout ? Errc::unreachable : connected.error().code,
+                "cannot reach the relay at " + client->status().relay_url + ": " + connected.error().message);
+  }
+  return client;
+}
+
+Result<json::value> MeshCaller::call_directly(const MeshCall& call) {
+  auto client = direct_client(std::min(call.timeout, kMaxConnectWait));
+  if (!client) return std::move(client).error();
+  RequestOptions options{call.timeout, call.cancel};
+  if (!call.stream) {
+    auto answer = (*client)->request(call.target, call.capability, call.payload, options).get();
+    if (!answer) return std::move(answer).error();
+    return std::move(answer->body);
+  }
+  auto stream = (*client)->stream(call.target, call.capability, call.payload, options);
+  while (true) {
+    auto chunk = stream.next();
+    if (!chunk) return std::move(chunk).error();
+    if (!*chunk) return json::value(nullptr);
+    if (call.on_chunk) call.on_chunk(**chunk);
+  }
+}
+
+}  // namespace agent_mesh::ctl
