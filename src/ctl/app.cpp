@@ -80,6 +80,7 @@ void build_command_tree(CLI::App& app, Context& context, Actions& actions) {
   add_request_command(app, context, actions);
   add_status_command(app, context, actions);
   add_up_command(app, context, actions);
+  add_mcp_command(app, context, actions);
   add_completion_command(app, context, actions);
 }
 

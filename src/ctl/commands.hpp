@@ -37,6 +37,7 @@ void add_request_command(CLI::App& app, Context& context, Actions& actions);    
 void add_status_command(CLI::App& app, Context& context, Actions& actions);     // status
 void add_up_command(CLI::App& app, Context& context, Actions& actions);         // up
 void add_completion_command(CLI::App& app, Context& context, Actions& actions); // completion
+void add_mcp_command(CLI::App& app, Context& context, Actions& actions);        // mcp-server
 
 // register's options, shared with `up` (which registers before it starts meshd).
 struct RegisterOptions {

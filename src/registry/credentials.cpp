@@ -272,17 +272,6 @@ Result<std::string_view> parse_bearer(std::string_view header) {
   return token;
 }
 
-bool secrets_equal(std::string_view expected, std::string_view presented) noexcept {
-  // An unset admin token must never match (not even an empty presented one).
-  if (expected.empty()) return false;
-  Digest a = sha256(expected);
-  Digest b = sha256(presented);
-  const bool equal = sodium_memcmp(a.data(), b.data(), a.size()) == 0;
-  detail::wipe(a);
-  detail::wipe(b);
-  return equal;
-}
-
 bool secret_matches_hash(std::string_view presented, std::string_view stored_hash_hex) noexcept {
   if (stored_hash_hex.size() != kHashHexChars) return false;
   Digest digest = sha256(presented);

@@ -25,6 +25,7 @@
 #include "agent_mesh/agent_auth.hpp"
 #include "agent_mesh/identity.hpp"
 #include "agent_mesh/result.hpp"
+#include "agent_mesh/secret_compare.hpp"
 
 namespace agent_mesh::registry {
 
@@ -150,10 +151,8 @@ inline constexpr std::size_t kMaxBearerTokenBytes = 512;
 // Error: Errc::unauthorized naming the defect; the token itself never appears in the message.
 [[nodiscard]] Result<std::string_view> parse_bearer(std::string_view header);
 
-// Constant-time equality of two secrets (the admin token against a presented one): both are hashed
-// with SHA-256 and the digests compared with sodium_memcmp, so neither the position of the first
-// difference nor the length of the expected secret leaks through timing.
-[[nodiscard]] bool secrets_equal(std::string_view expected, std::string_view presented) noexcept;
+// Constant-time equality of two secrets (agent_mesh/secret_compare.hpp).
+using agent_mesh::secrets_equal;
 
 // Constant-time check of a presented secret against a stored hash_secret() value.
 [[nodiscard]] bool secret_matches_hash(std::string_view presented, std::string_view stored_hash_hex) noexcept;

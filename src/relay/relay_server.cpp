@@ -35,6 +35,7 @@
 #include "agent_mesh/key_lifecycle.hpp"
 #include "agent_mesh/relay_protocol.hpp"
 #include "agent_mesh/routing_header.hpp"
+#include "agent_mesh/secret_compare.hpp"
 #include "agent_mesh/version.hpp"
 #include "offline_store.hpp"
 #include "rate_limiter.hpp"
@@ -83,10 +84,7 @@ std::string read_secret_file(const std::string& path) {
 }
 
 // Constant-time comparison of a presented bearer token with the configured one.
-bool token_matches(std::string_view presented, const std::string& expected) {
-  if (expected.empty() || presented.size() != expected.size()) return false;
-  return sodium_memcmp(presented.data(), expected.data(), expected.size()) == 0;
-}
+bool token_matches(std::string_view presented, const std::string& expected) { return secrets_equal(expected, presented); }
 
 }  // namespace
 
