@@ -168,14 +168,19 @@ class Connection final : public ResponseWriter, public std::enable_shared_from_t
   // I/O thread.
   void write_next() {
     std::string* front = nullptr;
+    bool finished = false;
     {
       const std::lock_guard lock(mutex_);
       if (gone_ || queue_.empty()) {
         writing_ = false;
-        if (!gone_ && finishing_) close_after_flush();
-        return;
+        finished = !gone_ && finishing_;
+      } else {
+        front = &queue_.front();
       }
-      front = &queue_.front();
+    }
+    if (front == nullptr) {
+      if (finished) close_after_flush();
+      return;
     }
     asio::async_write(stream_.socket(), asio::buffer(*front), [self = shared_from_this()](const beast::error_code& ec, std::size_t) {
       if (ec) return self->lost();
