@@ -303,7 +303,7 @@ class McpHttp {
       const auto send = [writer](const json::object& message) { (void)writer->write(sse_event(message)); };
       auto handled = session->session.handle(*parsed, send);
       if (handled.response) (void)writer->write(sse_event(*handled.response));
-      writer->end();
+      writer->end();  // without a response when the client cancelled the call
       return;
     }
     auto handled = session->session.handle(*parsed, [](const json::object&) {});

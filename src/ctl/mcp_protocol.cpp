@@ -79,7 +79,11 @@ Session::Handled Session::handle(const json::value& message, const std::function
         std::optional<CancelToken> token;
         {
           const std::lock_guard lock(mutex_);
-          if (auto found = in_flight_.find(json::serialize(*request)); found != in_flight_.end()) token = found->second;
+          const std::string key = json::serialize(*request);
+          if (auto found = in_flight_.find(key); found != in_flight_.end()) {
+            token = found->second;
+            cancelled_.insert(key);
+          }
         }
         if (token) token->cancel();
       }
@@ -111,6 +115,9 @@ Session::Handled Session::handle(const json::value& message, const std::function
     out.response = result_message(*id, json::object{{"tools", backend_.tools()}});
   } else if (out.method == "tools/call") {
     out.response = call_tool(*id, params, send);
+    // MCP: a request the client cancelled gets no response (it has forgotten the ID).
+    const std::lock_guard lock(mutex_);
+    if (cancelled_.erase(json::serialize(*id)) > 0) out.response.reset();
   } else {
     out.response = error_message(*id, kMethodNotFound, "Method not found: " + out.method);
   }

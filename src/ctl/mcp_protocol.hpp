@@ -7,6 +7,7 @@
 #include <boost/json/value.hpp>
 #include <functional>
 #include <map>
+#include <set>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -62,7 +63,8 @@ class Session {
   explicit Session(Backend& backend) : backend_(backend) {}
 
   struct Handled {
-    // The response to send, for a request; nullopt for notifications and client responses.
+    // The response to send, for a request; nullopt for notifications, client responses and a
+    // tools/call the client cancelled.
     std::optional<boost::json::object> response;
     bool was_request = false;
     std::string method;  // "" when not a request/notification
@@ -87,6 +89,7 @@ class Session {
   mutable std::mutex mutex_;
   std::string protocol_version_;
   std::map<std::string, CancelToken> in_flight_;  // by serialised request id
+  std::set<std::string> cancelled_;               // in flight, cancelled by notifications/cancelled
 };
 
 }  // namespace agent_mesh::ctl::mcp

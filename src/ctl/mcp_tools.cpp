@@ -216,11 +216,14 @@ std::vector<MeshTools::AgentTool> MeshTools::load_agent_tools() const {
     for (const auto& capability_value : capabilities->as_array()) {
       const auto& capability = capability_value.as_object();
       const std::string name(capability.at("name").as_string());
-      std::string description = "`" + name + "` of agent " + agent_name + " (" + id + ")";
+      // The card's own words: the capability's description, else the agent's.
+      std::string description;
       if (const auto* text = capability.if_contains("description"); text != nullptr && text->is_string()) {
-        description += ": " + std::string(text->as_string());
+        description = std::string(text->as_string());
       } else if (!agent_description.empty()) {
-        description += ": " + agent_description;
+        description = agent_description;
+      } else {
+        description = "`" + name + "` of agent " + agent_name + " (" + id + ")";
       }
       json::value schema = kObjectSchema;
       if (const auto* input = capability.if_contains("input_schema"); input != nullptr && input->is_object()) schema = *input;
@@ -262,6 +265,26 @@ json::array MeshTools::tools() {
   return tools;
 }
 
+std::optional<Error> MeshTools::target_presence(const AgentId& target) const {
+  if (!token_ && !key_) return std::nullopt;
+  RegistryClient registry(cp_url_, key_ ? *key_ : KeyPair::generate());
+  auto card = token_ ? registry.call("GET", "/api/v1/agents/" + target.str(), std::nullopt, std::string_view(*token_))
+                     : registry.call("GET", "/api/v1/agents/" + target.str());
+  if (!card) {
+    if (card.error().code == Errc::not_found) {
+      return Error{Errc::unreachable, "no agent " + target.str() + " in your groups (mesh__search lists them)"};
+    }
+    return std::nullopt;
+  }
+  const auto* online = card->is_object() ? card->as_object().if_contains("online") : nullptr;
+  if (online != nullptr && online->is_bool() && !online->as_bool()) {
+    const auto* seen = card->as_object().if_contains("last_seen");
+    return Error{Errc::unreachable, "agent " + target.str() + " is offline" +
+                                        (seen != nullptr && seen->is_string() ? " (last seen " + std::string(seen->as_string()) + ")" : "")};
+  }
+  return std::nullopt;
+}
+
 Result<json::object> MeshTools::search(const json::object& arguments) const {
   std::vector<std::pair<std::string, std::string>> query{{"limit", "50"}};
   for (const char* name : {"query", "capability"}) {
@@ -299,6 +322,10 @@ Result<json::object> MeshTools::search(const json::object& arguments) const {
 
 Result<json::object> MeshTools::mesh_call(const ToolCall& call, const AgentId& target, const std::string& capability,
                                           json::value payload, std::chrono::milliseconds timeout, bool stream) {
+  // An assistant waits on the call: an agent the registry knows to be offline (or does not know)
+  // fails now with unreachable instead of its request sitting in the relay's store until the
+  // timeout. Without registry access the call is simply made.
+  if (auto presence = target_presence(target); presence) return error_result(*presence);
   MeshCall request;
   request.target = target;
   request.capability = capability;

@@ -82,6 +82,9 @@ class MeshTools final : public Backend {
   };
   [[nodiscard]] Result<boost::json::array> registry_agents(const std::string& query) const;
   [[nodiscard]] std::vector<AgentTool> load_agent_tools() const;
+  // unreachable when the registry says the target is offline or unknown; nullopt when it is online
+  // or the registry cannot tell.
+  [[nodiscard]] std::optional<Error> target_presence(const AgentId& target) const;
   [[nodiscard]] Result<boost::json::object> search(const boost::json::object& arguments) const;
   [[nodiscard]] Result<boost::json::object> mesh_call(const ToolCall& call, const AgentId& target, const std::string& capability,
                                                       boost::json::value payload, std::chrono::milliseconds timeout,
