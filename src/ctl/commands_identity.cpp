@@ -100,7 +100,11 @@ AgentId register_agent(Context& context, const RegisterOptions& options, bool pr
   if (!options.description.empty()) card.description = options.description;
   for (auto& name : split_list(options.capabilities)) card.capabilities.push_back(CardCapability{std::move(name), {}, {}, {}});
   if (!options.capabilities_file.empty()) {
-    for (auto& capability : read_capabilities_file(options.capabilities_file)) card.capabilities.push_back(std::move(capability));
+    // A name given both ways is one capability: the file's entry (with its schemas) wins.
+    for (auto& capability : read_capabilities_file(options.capabilities_file)) {
+      std::erase_if(card.capabilities, [&](const CardCapability& plain) { return plain.name == capability.name; });
+      card.capabilities.push_back(std::move(capability));
+    }
   }
   if (card.capabilities.empty()) {
     fail_command("an agent card needs at least one capability", "pass --capabilities a,b or --capabilities-file caps.json", kExitUsage);
@@ -163,7 +167,7 @@ void deregister(Context& context, const std::string& agent_flag) {
   } else if (auto configured = context.agent_id()) {
     agent = configured->str();
   } else {
-    fail_command("no agent to deregister", "pass --agent-id ID, or configure an agent (`agent-meshctl register`)", kExitUsage);
+    fail_command("no agent to deregister: none is configured", "pass --agent-id ID, or configure an agent (`agent-meshctl register`)");
   }
   if (!AgentId::parse(agent)) fail_command("--agent-id: not an agent ID", "an agent ID is 43 base64url characters", kExitUsage);
   // The configured key may delete its own card; a token may delete any card of the user's groups.

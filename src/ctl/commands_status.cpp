@@ -110,7 +110,7 @@ void status(Context& context) {
          "up at " + cp + ", " + (registry_up ? cell(registry.as_object().if_contains("agents")) : std::string("?")) + " agents");
   }
   if (!registry_up) {
-    fail_command("the registry at " + cp + " does not answer (" + cell(registry.as_object().if_contains("error")) + ")",
+    fail_command("unreachable: the registry at " + cp + " does not answer (" + cell(registry.as_object().if_contains("error")) + ")",
                  "start it (`agent-mesh-server`), or set --cp-url / MESH_CP_URL");
   }
 }
