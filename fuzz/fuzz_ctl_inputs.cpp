@@ -1,10 +1,12 @@
 // Fuzzes what agent-meshctl parses (cli-mcp-web.md "meshctl"): config.toml, a --capabilities-file,
-// and meshd's Local API answers (the NDJSON stream lines and the error object). The first input byte
-// picks the parser. Invariants:
+// meshd's Local API answers (the NDJSON stream lines and the error object) and the MCP adapter's
+// JSON-RPC messages. The first input byte picks the parser. Invariants:
 //  - nothing crashes or reads out of bounds, whatever the input;
 //  - a config that parses writes a TOML text that parses back to the same values;
 //  - the stream reader gives the same events whether the body comes in one piece or split at an
-//    input-chosen point, and every error line carries a code.
+//    input-chosen point, and every error line carries a code;
+//  - every JSON-RPC request gets exactly one response with the request's id (or null), and a
+//    notification none.
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -15,6 +17,7 @@
 #include "ctl/capabilities_file.hpp"
 #include "ctl/config.hpp"
 #include "ctl/local_api_answers.hpp"
+#include "ctl/mcp_protocol.hpp"
 
 namespace {
 
@@ -39,12 +42,33 @@ std::string events_text(StreamLineReader& reader, std::string_view body, std::si
   return out;
 }
 
+// Tools that answer at once: the session's own parsing is what is fuzzed.
+class EchoBackend final : public ctl::mcp::Backend {
+ public:
+  boost::json::array tools() override { return boost::json::array{}; }
+  Result<boost::json::object> call_tool(const ctl::mcp::ToolCall& call) override {
+    if (call.name.empty()) return fail(Errc::bad_request, "no name");
+    call.progress("x");
+    return boost::json::object{{"content", boost::json::array{}}, {"structuredContent", call.arguments}};
+  }
+};
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 2) return 0;
   const std::string_view input(reinterpret_cast<const char*>(data) + 2, size - 2);
-  switch (data[0] % 3) {
+  switch (data[0] % 4) {
+    case 3: {
+      EchoBackend backend;
+      ctl::mcp::Session session(backend);
+      auto handled = session.handle(input, [](const boost::json::object&) {});
+      if (handled.response) {
+        const auto& response = *handled.response;
+        if (!response.contains("id") || (response.contains("result") == response.contains("error"))) std::abort();
+      }
+      break;
+    }
     case 0: {
       auto file = ctl::ConfigFile::parse(input, "fuzz.toml");
       if (!file) break;
