@@ -77,6 +77,10 @@ void keygen(Context& context, bool save) {
   const KeyPair key = KeyPair::generate();
   std::filesystem::path saved;
   if (save) {
+    if (auto previous = context.config().get("agent_id")) {
+      context.err() << "note: the configured agent was " << *previous << "; its key file stays where it is ("
+                    << context.config().get("key_file").value_or("inline secret_key") << ")\n";
+    }
     saved = save_as_configured_key(context, key);
     context.save_config();
   }

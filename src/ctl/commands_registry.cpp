@@ -299,7 +299,13 @@ void add_registry_commands(CLI::App& app, Context& context, Actions& actions) {
                                  "agent-meshctl setup-key create --group <group-id> --max-uses 10 --expires-in 24h");
   key_create->add_option("--group", key_options->group, "Group ID")->required();
   key_create->add_option("--max-uses", key_options->max_uses, "How many registrations it allows (default: no limit)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Validator(
+          [](std::string& value) {
+            return value.find_first_not_of("0123456789") == std::string::npos && !value.empty() && std::stoll(value.substr(0, 9)) >= 1
+                       ? std::string()
+                       : std::string("must be a whole number of at least 1");
+          },
+          "N>=1"));
   key_create->add_option("--expires-in", key_options->expires_in, "Lifetime: 90s, 30m, 24h, 7d (default: none)");
   actions.add(key_create, [&context, key_options] { setup_key_create(context, *key_options); });
   actions.add(add_command(*setup_key, "list", "List the setup keys of your groups", "agent-meshctl setup-key list"),

@@ -50,6 +50,8 @@ std::string mesh_error_hint(Errc code, const std::string& me, const std::string&
     case Errc::agent_error: return "the target agent failed; its owner can check its log";
     case Errc::too_large: return "the payload or the answer is too large for one message";
     case Errc::bad_request: return "check the request (`agent-meshctl request --help`)";
+    case Errc::auth_failed:
+      return "this agent (" + me + ") must be registered before the relay lets it in: `agent-meshctl register`";
     default: return "see `agent-meshctl status`";
   }
 }

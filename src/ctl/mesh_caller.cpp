@@ -116,13 +116,29 @@ Result<std::shared_ptr<MeshClient>> MeshCaller::direct_client(std::chrono::milli
       }
       ClientOptions options;
       options.relay_urls = {relay};
+      options.on_connection = [reason = last_close_reason_, reason_mutex = close_reason_mutex_](const ConnectionEvent& event) {
+        if (event.kind == ConnectionEvent::Kind::connected || event.reason.empty()) return;
+        const std::lock_guard reason_lock(*reason_mutex);
+        *reason = event.reason;
+      };
+      relay_url_ = relay;
       client_ = std::make_shared<MeshClient>(*key_, options);
     }
     client = client_;
   }
   if (auto connected = client->wait_connected(connect_wait); !connected) {
+    std::string reason;
+    {
+      const std::lock_guard lock(*close_reason_mutex_);
+      reason = *last_close_reason_;
+    }
+    // The relay refusing this agent (auth_failed: not registered, revoked ...) says more than a timeout.
+    if (reason.rfind("auth_failed", 0) == 0 || reason.find("not registered") != std::string::npos) {
+      return fail(Errc::auth_failed, "the relay at " + relay_url_ + " refused this agent: " + reason);
+    }
     return fail(connected.error().code == Errc::timeout ? Errc::unreachable : connected.error().code,
-                "cannot reach the relay at " + client->status().relay_url + ": " + connected.error().message);
+                "cannot reach the relay at " + relay_url_ + ": " + connected.error().message +
+                    (reason.empty() ? "" : " (last close: " + reason + ")"));
   }
   return client;
 }

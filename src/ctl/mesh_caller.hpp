@@ -63,6 +63,10 @@ class MeshCaller {
   std::string cp_url_;
   std::mutex mutex_;
   std::shared_ptr<MeshClient> client_;
+  std::string relay_url_;  // the relay the direct client dials
+  // Why the relay connection last closed (auth_failed: "this agent ID is not registered" ...).
+  std::shared_ptr<std::string> last_close_reason_ = std::make_shared<std::string>();
+  std::shared_ptr<std::mutex> close_reason_mutex_ = std::make_shared<std::mutex>();
 };
 
 }  // namespace agent_mesh::ctl
