@@ -1,60 +1,16 @@
 // request: one mesh request (MeshCaller: through agent-meshd when its socket answers, else directly
 // through the relay), its answer printed as JSON; Ctrl-C cancels it at the peer.
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 #include <boost/json.hpp>
 #include <chrono>
-#include <cstring>
 #include <optional>
 #include <thread>
 
 #include "agent_mesh/json.hpp"
 #include "ctl/commands.hpp"
 #include "ctl/mesh_caller.hpp"
-#include "ctl/meshd_local_api.hpp"
 
 namespace agent_mesh::ctl {
-
-bool meshd_answers(const std::filesystem::path& socket) {
-  const std::string path = socket.string();
-  sockaddr_un address{};
-  if (path.empty() || path.size() >= sizeof(address.sun_path)) return false;
-  address.sun_family = AF_UNIX;
-  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  const bool connected = ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0;
-  ::close(fd);
-  return connected;
-}
-
-std::string mesh_error_hint(Errc code, const std::string& me, const std::string& target, const std::string& capability,
-                            std::chrono::milliseconds timeout) {
-  switch (code) {
-    case Errc::acl_denied:
-      return "the target's ACL does not allow this: its owner can grant it with `agent-meshctl acl add --source " + me +
-             " --target " + target + " --capabilities " + capability + "`";
-    case Errc::unknown_capability:
-      return "the target does not serve `" + capability + "` (`agent-meshctl discover` lists capabilities)";
-    case Errc::unreachable:
-    case Errc::no_session:
-      return "the target is not connected now (`agent-meshctl discover --online`), or its agent is down; check the relay "
-             "with `agent-meshctl status`";
-    case Errc::timeout:
-    case Errc::expired:
-      return "no answer within " + std::to_string(timeout.count() / 1000) + " s: raise --timeout, or check the target agent";
-    case Errc::revoked: return "one of the two agents' keys is revoked";
-    case Errc::rate_limited: return "slow down and try again";
-    case Errc::agent_error: return "the target agent failed; its owner can check its log";
-    case Errc::too_large: return "the payload or the answer is too large for one message";
-    case Errc::bad_request: return "check the request (`agent-meshctl request --help`)";
-    case Errc::auth_failed:
-      return "this agent (" + me + ") must be registered before the relay lets it in: `agent-meshctl register`";
-    default: return "see `agent-meshctl status`";
-  }
-}
 
 namespace {
 

@@ -3,7 +3,7 @@
 
 #include "agent_mesh/json.hpp"
 #include "ctl/commands.hpp"
-#include "ctl/meshd_local_api.hpp"
+#include "ctl/mesh_caller.hpp"
 #include "net/http_client.hpp"
 #include "net/unix_http_client.hpp"
 

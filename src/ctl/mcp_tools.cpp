@@ -179,11 +179,15 @@ MeshTools::MeshTools(const Context& context, std::shared_ptr<ReceiveInbox> inbox
 
 MeshTools::~MeshTools() = default;
 
-Result<json::array> MeshTools::registry_agents(const std::string& query) const {
+Result<json::value> MeshTools::registry_get(const std::string& target) const {
   if (!token_ && !key_) return fail(Errc::unauthorized, "no API token or agent key configured: run `agent-meshctl login`");
+  // The user's token when there is one (it sees every group of the user), else the agent's signature.
   RegistryClient registry(cp_url_, key_ ? *key_ : KeyPair::generate());
-  auto answer = token_ ? registry.call("GET", "/api/v1/agents?" + query, std::nullopt, std::string_view(*token_))
-                       : registry.call("GET", "/api/v1/agents?" + query);
+  return token_ ? registry.call("GET", target, std::nullopt, std::string_view(*token_)) : registry.call("GET", target);
+}
+
+Result<json::array> MeshTools::registry_agents(const std::string& query) const {
+  auto answer = registry_get("/api/v1/agents?" + query);
   if (!answer) return std::move(answer).error();
   if (const auto* items = answer->as_object().if_contains("items"); items != nullptr && items->is_array()) return items->as_array();
   return json::array{};
@@ -266,10 +270,7 @@ json::array MeshTools::tools() {
 }
 
 std::optional<Error> MeshTools::target_presence(const AgentId& target) const {
-  if (!token_ && !key_) return std::nullopt;
-  RegistryClient registry(cp_url_, key_ ? *key_ : KeyPair::generate());
-  auto card = token_ ? registry.call("GET", "/api/v1/agents/" + target.str(), std::nullopt, std::string_view(*token_))
-                     : registry.call("GET", "/api/v1/agents/" + target.str());
+  auto card = registry_get("/api/v1/agents/" + target.str());
   if (!card) {
     if (card.error().code == Errc::not_found) {
       return Error{Errc::unreachable, "no agent " + target.str() + " in your groups (mesh__search lists them)"};

@@ -80,6 +80,7 @@ class MeshTools final : public Backend {
     std::string capability;
     boost::json::object definition;
   };
+  [[nodiscard]] Result<boost::json::value> registry_get(const std::string& target) const;
   [[nodiscard]] Result<boost::json::array> registry_agents(const std::string& query) const;
   [[nodiscard]] std::vector<AgentTool> load_agent_tools() const;
   // unreachable when the registry says the target is offline or unknown; nullopt when it is online

@@ -7,8 +7,8 @@
 #include "agent_mesh/registry_client.hpp"
 #include "ctl/context.hpp"
 #include "ctl/local_api_answers.hpp"
-#include "ctl/meshd_local_api.hpp"
 #include "net/unix_http_client.hpp"
+#include "net/unix_socket_probe.hpp"
 
 namespace agent_mesh::ctl {
 
@@ -32,6 +32,36 @@ MeshCaller::MeshCaller(const Context& context)
 
 MeshCaller::~MeshCaller() {
   if (client_) client_->close(std::chrono::milliseconds(0));
+}
+
+bool meshd_answers(const std::filesystem::path& socket) {
+  return net::probe_unix_socket(socket).state == net::UnixSocketProbe::State::serving;
+}
+
+std::string mesh_error_hint(Errc code, const std::string& me, const std::string& target, const std::string& capability,
+                            std::chrono::milliseconds timeout) {
+  switch (code) {
+    case Errc::acl_denied:
+      return "the target's ACL does not allow this: its owner can grant it with `agent-meshctl acl add --source " + me +
+             " --target " + target + " --capabilities " + capability + "`";
+    case Errc::unknown_capability:
+      return "the target does not serve `" + capability + "` (`agent-meshctl discover` lists capabilities)";
+    case Errc::unreachable:
+    case Errc::no_session:
+      return "the target is not connected now (`agent-meshctl discover --online`), or its agent is down; check the relay "
+             "with `agent-meshctl status`";
+    case Errc::timeout:
+    case Errc::expired:
+      return "no answer within " + std::to_string(timeout.count() / 1000) + " s: raise --timeout, or check the target agent";
+    case Errc::revoked: return "one of the two agents' keys is revoked";
+    case Errc::rate_limited: return "slow down and try again";
+    case Errc::agent_error: return "the target agent failed; its owner can check its log";
+    case Errc::too_large: return "the payload or the answer is too large for one message";
+    case Errc::bad_request: return "check the request (`agent-meshctl request --help`)";
+    case Errc::auth_failed:
+      return "this agent (" + me + ") must be registered before the relay lets it in: `agent-meshctl register`";
+    default: return "see `agent-meshctl status`";
+  }
 }
 
 bool MeshCaller::meshd_socket_answers() const { return socket_ && meshd_answers(*socket_); }

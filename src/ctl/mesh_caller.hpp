@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 
+#include "agent_mesh/error.hpp"
 #include "agent_mesh/identity.hpp"
 #include "agent_mesh/pending.hpp"
 #include "agent_mesh/result.hpp"
@@ -68,5 +69,12 @@ class MeshCaller {
   std::shared_ptr<std::string> last_close_reason_ = std::make_shared<std::string>();
   std::shared_ptr<std::mutex> close_reason_mutex_ = std::make_shared<std::mutex>();
 };
+
+// True when something accepts connections on meshd's socket (a stale socket file or no file: false).
+[[nodiscard]] bool meshd_answers(const std::filesystem::path& socket);
+
+// What to do after a mesh error (protocol §4 codes), for `request` and the MCP adapter's messages.
+[[nodiscard]] std::string mesh_error_hint(Errc code, const std::string& me, const std::string& target,
+                                          const std::string& capability, std::chrono::milliseconds timeout);
 
 }  // namespace agent_mesh::ctl

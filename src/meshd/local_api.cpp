@@ -38,6 +38,7 @@
 
 #include "agent_mesh/envelope.hpp"
 #include "agent_mesh/json.hpp"
+#include "net/unix_socket_probe.hpp"
 
 namespace agent_mesh::meshd {
 
@@ -138,19 +139,12 @@ Status prepare_socket_path(const fs::path& path) {
     return socket_problem(path, "a file that is not a socket is in the way; remove it or choose another --socket");
   }
   // A socket file: in use if something accepts connections on it, stale (left by a crash) if not.
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return socket_problem(path, "cannot create a probe socket: " + errno_text(errno));
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::memcpy(address.sun_path, path.c_str(), path.native().size());
-  const int connected = ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address));
-  const int connect_errno = errno;
-  ::close(fd);
-  if (connected == 0 || connect_errno == EAGAIN || connect_errno == EINPROGRESS) {
+  const auto probe = net::probe_unix_socket(path);
+  if (probe.state == net::UnixSocketProbe::State::serving) {
     return socket_problem(path, "another process is serving on it (is meshd already running for this agent?)");
   }
-  if (connect_errno != ECONNREFUSED && connect_errno != ENOENT) {
-    return socket_problem(path, "cannot tell whether it is in use: " + errno_text(connect_errno));
+  if (probe.state == net::UnixSocketProbe::State::unknown) {
+    return socket_problem(path, "cannot tell whether it is in use: " + errno_text(probe.error));
   }
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
     return socket_problem(path, "cannot remove the stale socket: " + errno_text(errno));

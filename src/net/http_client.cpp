@@ -27,6 +27,7 @@
 #include <thread>
 
 #include "agent_mesh/version.hpp"
+#include "net/ascii.hpp"
 #include "net/tls_client.hpp"
 
 namespace agent_mesh::net {
@@ -44,16 +45,7 @@ constexpr std::string_view kPrefix = "http_client: ";
 
 Error problem(Errc code, std::string_view text) { return fail(code, std::string(kPrefix) + std::string(text)); }
 
-// ASCII only: HTTP's case-insensitivity is ASCII's, whatever the process locale.
-char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 bool is_alnum(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-
-bool equals_ignore_case(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (lower(a[i]) != lower(b[i])) return false;
-  return true;
-}
 
 // RFC 9110 §5.6.2 tchar: header names and methods are tokens.
 bool is_token(std::string_view text) {
@@ -278,9 +270,7 @@ struct Exchange {
     HttpResponse out;
     out.status = static_cast<int>(response.result_int());
     for (const auto& field : response.base()) {
-      std::string name(field.name_string());
-      for (char& c : name) c = lower(c);
-      out.headers.push_back({std::move(name), std::string(field.value())});
+      out.headers.push_back({ascii_lower(field.name_string()), std::string(field.value())});
     }
     out.body = std::move(response.body());
     outcome = std::move(out);

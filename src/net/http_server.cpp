@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "agent_mesh/version.hpp"
+#include "net/ascii.hpp"
 
 namespace agent_mesh::net {
 
@@ -28,8 +29,6 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
-
-char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
 bool safe_header_text(std::string_view text) {
   return text.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
@@ -55,10 +54,7 @@ std::string head(int status, const std::vector<HttpHeader>& headers, std::option
 
 std::optional<std::string_view> ServerRequest::header(std::string_view name) const {
   for (const auto& h : headers) {
-    if (h.name.size() != name.size()) continue;
-    bool same = true;
-    for (std::size_t i = 0; i < name.size() && same; ++i) same = h.name[i] == lower(name[i]);
-    if (same) return std::string_view(h.value);
+    if (equals_ignore_case(h.name, name)) return std::string_view(h.value);  // stored names are lower-case
   }
   return std::nullopt;
 }
@@ -280,9 +276,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
       request.method = std::string(message.method_string());
       request.target = std::string(message.target());
       for (const auto& field : message.base()) {
-        std::string name(field.name_string());
-        for (char& c : name) c = lower(c);
-        request.headers.push_back({std::move(name), std::string(field.value())});
+        request.headers.push_back({ascii_lower(field.name_string()), std::string(field.value())});
       }
       request.body = std::move(message.body());
       connection->watch();

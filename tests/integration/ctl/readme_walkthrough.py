@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import log_tail
 
 MARKER = "<!-- walkthrough: tested by tests/integration/ctl/readme_walkthrough.py -->"
 FIXED_PORTS = ("8080", "9001", "9002")
@@ -172,16 +173,7 @@ def is_background(command):
 
 
 def tail(path, lines=LOG_TAIL_LINES):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            content = f.read().splitlines()
-    except FileNotFoundError:
-        return "(no file)"
-    if not content:
-        return "(empty)"
-    cut = content[-lines:]
-    prefix = "(... %d lines before)\n" % (len(content) - len(cut)) if len(content) > len(cut) else ""
-    return prefix + "\n".join(cut)
+    return log_tail.tail(path, lines)
 
 
 def alive(pid):

@@ -40,6 +40,7 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
+import log_tail
 
 PANE_WIDTH, PANE_HEIGHT = 120, 30
 START_TIMEOUT_S = 15.0          # a background process's first stdout line
@@ -70,12 +71,7 @@ class CaseFailure(Exception):
 
 
 def tail(path, lines=LOG_TAIL_LINES):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            content = f.read().splitlines()
-    except FileNotFoundError:
-        return "(no file)"
-    return "\n".join(content[-lines:]) if content else "(empty)"
+    return log_tail.tail(path, lines)
 
 
 def wait_until(what, timeout, probe):

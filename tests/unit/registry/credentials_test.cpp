@@ -430,16 +430,6 @@ TEST(Secrets, MatchesHashInConstantTimeHelper) {
   }
 }
 
-TEST(Secrets, SecretsEqual) {
-  EXPECT_TRUE(secrets_equal("admin-token-123", "admin-token-123"));
-  EXPECT_FALSE(secrets_equal("admin-token-123", "admin-token-124"));
-  EXPECT_FALSE(secrets_equal("admin-token-123", "admin-token-12"));
-  EXPECT_FALSE(secrets_equal("admin-token-123", "admin-token-1234"));
-  EXPECT_FALSE(secrets_equal("admin-token-123", ""));
-  EXPECT_FALSE(secrets_equal("", ""));  // an unset admin token never matches
-  EXPECT_FALSE(secrets_equal("", "x"));
-}
-
 TEST(BearerHeader, ParsesExactlyBearerSpaceToken) {
   const auto token = parse_bearer("Bearer abc-DEF_123.~+/==");
   ASSERT_TRUE(token.ok()) << token.error().describe();
