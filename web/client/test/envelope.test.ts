@@ -35,6 +35,7 @@ import {
   requestBody,
 } from '../src/bodies.js';
 import { loadVectors } from './vectors.js';
+import { thrown } from './thrown.js';
 
 const vectors = loadVectors('agent-mesh/envelope.json');
 const NOW: number = vectors.now_ms;
@@ -43,16 +44,6 @@ const bob = Identity.fromSeed(hexToBytes('b0'.repeat(32)));
 
 function frameText(v: { received_text?: string; envelope?: unknown }): string {
   return v.received_text ?? JSON.stringify(v.envelope);
-}
-
-function thrown(f: () => unknown): MeshError {
-  try {
-    f();
-  } catch (error) {
-    if (error instanceof MeshError) return error;
-    throw new Error(`threw something other than MeshError: ${String(error)}`);
-  }
-  throw new Error('did not throw');
 }
 
 describe('envelope.json', () => {

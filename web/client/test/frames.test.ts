@@ -32,21 +32,12 @@ import {
 } from '../src/frames.js';
 import { DEFAULT_MAX_ENVELOPE_BYTES } from '../src/envelope.js';
 import { loadVectors } from './vectors.js';
+import { thrown } from './thrown.js';
 
 const frames = loadVectors('agent-mesh/relay-frames.json');
 const auth = loadVectors('agent-mesh/auth.json');
 const keys = loadVectors('agent-mesh/keys.json');
 const ALICE: string = keys.identities[0].agent_id;
-
-function thrown(f: () => unknown): MeshError {
-  try {
-    f();
-  } catch (error) {
-    if (error instanceof MeshError) return error;
-    throw new Error(`threw something other than MeshError: ${String(error)}`);
-  }
-  throw new Error('did not throw');
-}
 
 const CLIENT_SENDS = new Set(['hello', 'auth', 'ack', 'ping']);
 

@@ -17,6 +17,7 @@ import {
   x25519PublicOfAgentId,
 } from '../src/identity.js';
 import { loadVectors } from './vectors.js';
+import { thrown } from './thrown.js';
 
 const keys = loadVectors('agent-mesh/keys.json');
 const auth = loadVectors('agent-mesh/auth.json');
@@ -26,16 +27,6 @@ function identityOf(agentId: string): Identity {
   const entry = keys.identities.find((i: { agent_id: string }) => i.agent_id === agentId);
   if (entry === undefined) throw new Error(`no seed for ${agentId} in keys.json`);
   return Identity.fromSeed(hexToBytes(entry.seed_hex));
-}
-
-function thrown(f: () => unknown): MeshError {
-  try {
-    f();
-  } catch (error) {
-    if (error instanceof MeshError) return error;
-    throw new Error(`threw something other than MeshError: ${String(error)}`);
-  }
-  throw new Error('did not throw');
 }
 
 describe('keys.json', () => {

@@ -132,7 +132,7 @@ describe('every parser accepts or throws MeshError on mutated vectors', () => {
   const inputs = corpus();
   for (const [name, [kind, parse]] of Object.entries(PARSERS)) {
     test(`${name}: ${ITERATIONS} mutations`, () => {
-      const seeds = inputs[kind];
+      const seeds = inputs[kind] ?? [];
       expect(seeds.length).toBeGreaterThan(0);
       const next = random(SEED ^ name.length);
       let rejected = 0;

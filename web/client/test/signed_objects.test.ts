@@ -23,6 +23,7 @@ import {
   verifyRotation,
 } from '../src/signed_objects.js';
 import { loadVectors } from './vectors.js';
+import { thrown } from './thrown.js';
 
 const vectors = loadVectors('agent-mesh/revocation-rotation.json');
 const keys = loadVectors('agent-mesh/keys.json');
@@ -38,16 +39,6 @@ function identityOf(agentId: string): Identity {
 }
 const alice = identityNamed('alice');
 const carol = identityNamed('carol');
-
-function thrown(f: () => unknown): MeshError {
-  try {
-    f();
-  } catch (error) {
-    if (error instanceof MeshError) return error;
-    throw new Error(`threw something other than MeshError: ${String(error)}`);
-  }
-  throw new Error('did not throw');
-}
 
 describe('revocation-rotation.json', () => {
   test('valid revocations verify and reproduce', () => {
