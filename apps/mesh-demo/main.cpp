@@ -16,7 +16,9 @@
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "agent_mesh/key_lifecycle.hpp"
 #include "agent_mesh/mesh_client.hpp"
@@ -84,16 +86,17 @@ int stop_all(MeshClient& alice, meshd::Daemon& bob, server::EmbeddedServer& serv
   return 0;
 }
 
-int run(bool serve, const std::string& listen) {
+int run(bool serve, const std::string& listen, const std::string& web_root) {
   const auto started = Clock::now();
   const auto work_dir = std::filesystem::temp_directory_path() / ("mesh-demo-" + std::to_string(::getpid()));
   std::filesystem::create_directories(work_dir);
   std::filesystem::permissions(work_dir, std::filesystem::perms::owner_all);
 
   // 1. The server: registry + relay in this process.
-  auto server = must(server::EmbeddedServer::start({"--listen", listen, "--data-dir", (work_dir / "server").string(),
-                                                    "--bootstrap", "--log-level", "error"}),
-                     "starting the server");
+  std::vector<std::string> server_args{"--listen", listen, "--data-dir", (work_dir / "server").string(),
+                                       "--bootstrap", "--log-level", "error"};
+  if (!web_root.empty()) server_args.insert(server_args.end(), {"--web-root", web_root});
+  auto server = must(server::EmbeddedServer::start(std::move(server_args)), "starting the server");
   const std::string base_url = server->listening_url();
   const std::string relay_url = server->relay_url();
   const std::string token = server->bootstrap_token().value_or("");
@@ -227,7 +230,18 @@ int run(bool serve, const std::string& listen) {
     return stop_all(alice, *bob, *server, work_dir);
   }
 
-  std::cout << "\nmesh-demo is serving. Open " << base_url << "/ or point meshctl at it:\n"
+  // The server's default web root (the UI installed with the binaries), as agent-mesh-server finds it.
+  std::error_code no_exe;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", no_exe);
+  const auto ui_root = web_root.empty() ? exe.parent_path().parent_path() / "share" / "agent-mesh" / "web"
+                                        : std::filesystem::path(web_root);
+  if (!std::filesystem::is_regular_file(ui_root / "index.html", no_exe)) {
+    std::cout << "\nnote: no web UI in " << ui_root.string()
+              << " (build it with `npm run build` in web/ and pass --web-root web/app/dist, or install with "
+                 "scripts/setup)" << std::endl;
+  }
+  std::cout << "\nmesh-demo is serving. Open " << base_url << "/ in a browser and log in with the bootstrap token,"
+            << " or point meshctl at it:\n"
             << "  registry: " << base_url << "\n  relay:    " << relay_url << "\n  echo agent (bob): " << bob_id.str()
             << "\n  bootstrap token: " << token << "\nCtrl-C stops it." << std::endl;
   sigset_t signals;
@@ -254,11 +268,15 @@ int main(int argc, char** argv) {
   CLI::App app{"mesh-demo: the agent-mesh flow in one process (server, two agents, encrypted requests)"};
   bool serve = false;
   std::string listen;
+  std::string web_root;
   app.add_flag("--serve", serve, "stay up afterwards on 127.0.0.1:8080 with the echo agent online");
   app.add_option("--listen", listen, "address:port for the server (default 127.0.0.1:0, or 127.0.0.1:8080 with --serve)");
+  app.add_option("--web-root", web_root,
+                 "directory of the built web UI served at / (default: share/agent-mesh/web next to the binaries)");
   app.set_version_flag("--version", std::string(kVersion));
-  app.footer("\nExamples:\n  mesh-demo\n  mesh-demo --serve\n  mesh-demo --serve --listen 127.0.0.1:9090\n");
+  app.footer("\nExamples:\n  mesh-demo\n  mesh-demo --serve\n  mesh-demo --serve --listen 127.0.0.1:9090\n"
+             "  mesh-demo --serve --web-root web/app/dist\n");
   CLI11_PARSE(app, argc, argv);
   if (listen.empty()) listen = serve ? "127.0.0.1:8080" : "127.0.0.1:0";
-  return run(serve, listen);
+  return run(serve, listen, web_root);
 }

@@ -29,8 +29,21 @@ std::string_view content_type(const std::filesystem::path& path) {
   return "application/octet-stream";
 }
 
+// Every answer from the web root carries the headers; the app needs nothing else (no inline
+// script or style, no external origin: the registry and the relay are this origin).
+void secure(http::Response& response) {
+  response.set("Content-Security-Policy", std::string(kWebContentSecurityPolicy));
+  response.set("X-Content-Type-Options", "nosniff");
+  response.set("Referrer-Policy", "no-referrer");
+  response.set("X-Frame-Options", "DENY");
+  response.set("Cross-Origin-Opener-Policy", "same-origin");
+  response.set("Cross-Origin-Resource-Policy", "same-origin");
+}
+
 http::Response error(int status, Errc code, std::string message) {
-  return http::Response::json(status, Error{code, std::move(message)}.to_http_json());
+  auto response = http::Response::json(status, Error{code, std::move(message)}.to_http_json());
+  secure(response);
+  return response;
 }
 
 }  // namespace
@@ -78,7 +91,7 @@ http::Response StaticFiles::serve(const http::Request& request) const {
   response.set("Content-Type", std::string(content_type(resolved)));
   // Vite's hashed assets never change; index.html must be revalidated to pick up new builds.
   response.set("Cache-Control", resolved.filename() == "index.html" ? "no-cache" : "public, max-age=31536000, immutable");
-  response.set("X-Content-Type-Options", "nosniff");
+  secure(response);
   return response;
 }
 

@@ -24,8 +24,7 @@ if(TARGET agent-meshctl)
       add_dependencies(${target} agent-meshd)
       target_compile_definitions(${target} PRIVATE AGENT_MESH_MESHD_BINARY="$<TARGET_FILE:agent-meshd>")
     endif()
-    # One label: gtest_discover_tests flattens a list value ("integration;ctl" would make `ctl` a
-    # property name, not a label). Select these tests with `-L integration -R '^Ctl'`.
-    gtest_discover_tests(${target} DISCOVERY_TIMEOUT 60 PROPERTIES LABELS integration)
+    gtest_discover_tests(${target} DISCOVERY_TIMEOUT 60)
+    agent_mesh_label_discovered_tests(${target} "integration;ctl")
   endif()
 endif()

@@ -1,0 +1,67 @@
+import { useSyncExternalStore } from 'react';
+import { AgentList } from './components/AgentList.js';
+import { Conversation } from './components/Conversation.js';
+import { ErrorText } from './components/ErrorText.js';
+import { LoginScreen } from './components/LoginScreen.js';
+import { StatusBar } from './components/StatusBar.js';
+import type { Controller } from './controller.js';
+
+export function App({ controller }: { controller: Controller }) {
+  const state = useSyncExternalStore(controller.subscribe, controller.getState);
+  const selected = state.selected === undefined ? undefined : state.agents.find((a) => a.agent_id === state.selected);
+
+  let content;
+  if (state.phase === 'starting') {
+    content = (
+      <main className="centered" aria-busy="true">
+        <p className="muted">Loading…</p>
+      </main>
+    );
+  } else if (state.phase === 'login') {
+    content = <LoginScreen controller={controller} state={state} />;
+  } else if (state.phase === 'connecting') {
+    content = (
+      <main className="centered" aria-busy="true" data-testid="connecting">
+        <p className="muted">Registering this browser as an agent…</p>
+      </main>
+    );
+  } else {
+    content = (
+      <div className="workspace">
+        <AgentList controller={controller} state={state} />
+        <Conversation key={state.selected ?? ''} controller={controller} state={state} agentId={state.selected} card={selected} />
+      </div>
+    );
+  }
+
+  return (
+    <div className="app">
+      <header className="topbar">
+        <h1 className="brand">
+          <img src="/favicon.svg" alt="" width="22" height="22" />
+          agent-mesh
+        </h1>
+        {state.me && (
+          <div className="topbar-user">
+            <span>
+              Signed in as <strong data-testid="user-login">{state.me.user.login}</strong>
+            </span>
+            <button type="button" className="link" data-testid="logout" onClick={() => void controller.logout()}>
+              Log out
+            </button>
+          </div>
+        )}
+      </header>
+      {state.notice && state.phase === 'ready' && (
+        <div className="notice" role="alert" data-testid="notice">
+          <ErrorText error={state.notice} />
+          <button type="button" className="link" onClick={() => controller.dismissNotice()} aria-label="Dismiss">
+            Dismiss
+          </button>
+        </div>
+      )}
+      {content}
+      <StatusBar state={state} />
+    </div>
+  );
+}
