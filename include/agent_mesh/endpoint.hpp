@@ -107,7 +107,8 @@ class Endpoint {
   void cancel(RequestHandle handle, std::int64_t now_ms);
   // The relay could not deliver the envelope `envelope_id` (its `undeliverable` frame, protocol §6):
   // the request that sent it fails with `code` (a handshake it started is abandoned and the requests
-  // waiting on it start a new one). Unknown IDs (replies, acks of old requests) are ignored.
+  // waiting on it start a new one); a handshake step 1 that carried no request fails every request
+  // waiting on that handshake. Unknown IDs (replies, acks of old requests) are ignored.
   void undeliverable(const Uuid& envelope_id, Errc code, std::optional<std::int64_t> retry_after_ms, std::int64_t now_ms);
   [[nodiscard]] bool is_plaintext_peer(const AgentId& peer) const { return plaintext_peers_.contains(peer); }
 
@@ -144,6 +145,8 @@ class Endpoint {
     RequestState state = RequestState::queued;
     std::optional<SessionId> sid;
     bool retried = false;
+    // Cancelled while its handshake is in flight: FailureEvent(cancelled) is already reported, the
+    // cancel goes out once message 2 arrives, and whatever ends it later reports nothing more.
     bool cancel_when_sent = false;
     std::int64_t next_seq = 0;
     std::map<std::int64_t, boost::json::value> pending_chunks;
@@ -161,8 +164,11 @@ class Endpoint {
   void start_handshake_for(const AgentId& peer, std::int64_t now_ms);
   // false: not sent (sealing failed or the frame exceeds max_envelope_bytes; a request of ours is failed).
   bool seal_and_send(NoiseSession& session, Envelope envelope, const boost::json::value& body);
-  void finish(RequestHandle handle);
-  void fail_request(RequestHandle handle, Error error, std::optional<std::int64_t> retry_after_ms = std::nullopt);
+  // Forgets a request of ours; a handshake it started is abandoned (abandon_handshake).
+  void finish(RequestHandle handle, std::int64_t now_ms);
+  // Reports FailureEvent (unless the request was already reported cancelled) and finishes it.
+  void fail_request(RequestHandle handle, Error error, std::int64_t now_ms,
+                    std::optional<std::int64_t> retry_after_ms = std::nullopt);
   void drop(const std::string& reason);
   [[nodiscard]] Envelope header(const AgentId& to, MsgType type, std::optional<Uuid> in_reply_to, std::int64_t now_ms) const;
 
@@ -174,8 +180,11 @@ class Endpoint {
   void on_cancel(const Envelope& envelope, const std::optional<SessionId>& sid);
   bool send_signed(Envelope envelope, boost::json::value payload);
   // Queues an envelope frame for the relay, or fails the request `id` sent if it is too large.
-  bool queue_frame(const AgentId& to, const Uuid& id, std::string frame);
-  void abandon_handshake_if_started_by(RequestHandle handle, const AgentId& peer, std::int64_t now_ms);
+  bool queue_frame(const AgentId& to, const Uuid& id, std::string frame, std::int64_t now_ms);
+  // Drops the peer's pending handshake and its bookkeeping (starter, step-1 ID).
+  void forget_handshake(const AgentId& peer);
+  // Drops the peer's pending handshake and starts a fresh one for the requests still waiting, if any.
+  void abandon_handshake(const AgentId& peer, std::int64_t now_ms);
   void on_incoming_request(NoiseSession* session, const Envelope& envelope, MsgType type, const boost::json::value& payload,
                            std::int64_t now_ms);
   void on_reply(const Envelope& envelope, const Body& body, std::int64_t now_ms);
@@ -194,6 +203,8 @@ class Endpoint {
   // Requests waiting for a peer's handshake (single flight), and which request started it.
   std::unordered_map<AgentId, std::deque<RequestHandle>> waiting_;
   std::unordered_map<AgentId, RequestHandle> handshake_starter_;
+  // The step-1 envelope ID of each pending handshake, for the relay's undeliverable.
+  std::map<Uuid, AgentId> handshake_step1_;
   std::map<ServedKey, Served> served_;
   // Encrypted replies that arrived before the step-2 envelope of their session (bounded).
   static constexpr std::size_t kMaxEarlyReplies = 32;

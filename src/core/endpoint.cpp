@@ -57,13 +57,14 @@ Endpoint::Endpoint(KeyPair identity, EndpointOptions options)
   plaintext_peers_.insert(options_.plaintext_peers.begin(), options_.plaintext_peers.end());
 }
 
-bool Endpoint::queue_frame(const AgentId& to, const Uuid& id, std::string frame) {
+bool Endpoint::queue_frame(const AgentId& to, const Uuid& id, std::string frame, std::int64_t now_ms) {
   if (frame.size() > options_.max_envelope_bytes) {
     // A request of ours fails here; for a reply the caller (reply()) answers too_large instead.
     auto handle = by_wire_id_.find(id);
     if (handle != by_wire_id_.end()) {
-      fail_request(handle->second, fail(Errc::too_large, "envelope of " + std::to_string(frame.size()) +
-                                                             " bytes exceeds max_envelope_bytes"));
+      const std::string size = std::to_string(frame.size());
+      fail_request(handle->second, fail(Errc::too_large, "envelope of " + size + " bytes exceeds max_envelope_bytes"),
+                   now_ms);
     }
     return false;
   }
@@ -76,7 +77,7 @@ bool Endpoint::send_signed(Envelope envelope, boost::json::value payload) {
   envelope.sign(self_.key);
   const AgentId to = envelope.to;
   const Uuid id = envelope.id;
-  return queue_frame(to, id, envelope.serialize());
+  return queue_frame(to, id, envelope.serialize(), envelope.timestamp);
 }
 
 Envelope Endpoint::header(const AgentId& to, MsgType type, std::optional<Uuid> in_reply_to, std::int64_t now_ms) const {
@@ -123,6 +124,10 @@ void Endpoint::dispatch(RequestHandle handle, std::int64_t now_ms) {
   Outstanding& o = outstanding_.at(handle);
   by_wire_id_.erase(o.wire_id);
   o.sid.reset();
+  // A retry starts the reply afresh (protocol §5 no_session).
+  o.next_seq = 0;
+  o.pending_chunks.clear();
+  o.end_seq.reset();
   if (is_plaintext_peer(o.peer)) {
     Envelope env = header(o.peer, o.stream ? MsgType::stream_request : MsgType::request, std::nullopt, now_ms);
     o.wire_id = env.id;
@@ -146,38 +151,53 @@ void Endpoint::dispatch(RequestHandle handle, std::int64_t now_ms) {
 }
 
 void Endpoint::start_handshake_for(const AgentId& peer, std::int64_t now_ms) {
-  auto& queue = waiting_[peer];
-  if (queue.empty()) return;
   // Single flight (protocol §5): one handshake per peer; the first waiting request rides in
-  // message 1 if it fits, the rest are sealed once message 2 arrives.
-  const RequestHandle first = queue.front();
-  Outstanding& o = outstanding_.at(first);
-  const Uuid step1_id = Uuid::generate();
-  std::string payload = message1_json(o.stream, o.capability, o.body, o.deadline_ms - now_ms);
-  const bool carried = payload.size() <= kMessage1MaxPayload;
-  if (!carried) payload.clear();
-  auto started = start_handshake(self_, peer, as_bytes(payload), step1_id, now_ms);
-  if (!started) {
-    fail_request(first, std::move(started).error());
+  // message 1 if it fits, the rest are sealed once message 2 arrives. A request that cannot start
+  // it fails, and the next one tries.
+  if (table_.pending(peer) != nullptr) return;
+  for (;;) {
+    auto queue = waiting_.find(peer);
+    if (queue == waiting_.end()) return;
+    if (queue->second.empty()) {
+      waiting_.erase(queue);
+      return;
+    }
+    const RequestHandle first = queue->second.front();
+    Outstanding& o = outstanding_.at(first);
+    if (now_ms >= o.deadline_ms) {
+      fail_request(first, fail(Errc::timeout, "no reply within the timeout"), now_ms);
+      continue;
+    }
+    const Uuid step1_id = Uuid::generate();
+    std::string payload = message1_json(o.stream, o.capability, o.body, o.deadline_ms - now_ms);
+    const bool carried = payload.size() <= kMessage1MaxPayload;
+    if (!carried) payload.clear();
+    auto started = start_handshake(self_, peer, as_bytes(payload), step1_id, now_ms);
+    if (!started) {
+      fail_request(first, std::move(started).error(), now_ms);
+      continue;
+    }
+    ++stats_.handshakes_started;
+    std::string frame = started->step1.serialize();
+    if (frame.size() > options_.max_envelope_bytes) {
+      // Only possible with a tiny max_envelope_bytes: tell the request instead of sending.
+      fail_request(first, fail(Errc::too_large, "handshake envelope exceeds max_envelope_bytes"), now_ms);
+      continue;
+    }
+    if (carried) {
+      queue->second.pop_front();
+      if (queue->second.empty()) waiting_.erase(queue);
+      by_wire_id_.erase(o.wire_id);
+      o.wire_id = step1_id;
+      o.state = RequestState::in_handshake;
+      by_wire_id_[step1_id] = first;
+    }
+    handshake_starter_[peer] = first;
+    handshake_step1_[step1_id] = peer;
+    table_.add_pending(std::move(started->pending));
+    outgoing_.push_back({peer, std::move(frame)});
     return;
   }
-  ++stats_.handshakes_started;
-  std::string frame = started->step1.serialize();
-  if (frame.size() > options_.max_envelope_bytes) {
-    // Only possible with a tiny max_envelope_bytes: tell the request instead of sending.
-    fail_request(first, fail(Errc::too_large, "handshake envelope exceeds max_envelope_bytes"));
-    return;
-  }
-  if (carried) {
-    queue.pop_front();
-    by_wire_id_.erase(o.wire_id);
-    o.wire_id = step1_id;
-    o.state = RequestState::in_handshake;
-    by_wire_id_[step1_id] = first;
-  }
-  handshake_starter_[peer] = first;
-  table_.add_pending(std::move(started->pending));
-  outgoing_.push_back({peer, std::move(frame)});
 }
 
 bool Endpoint::seal_and_send(NoiseSession& session, Envelope envelope, const boost::json::value& body) {
@@ -187,34 +207,55 @@ bool Endpoint::seal_and_send(NoiseSession& session, Envelope envelope, const boo
   if (auto sealed = session.seal(envelope, as_bytes(plaintext)); !sealed) {
     session.retire(envelope.timestamp);
     auto handle = by_wire_id_.find(id);
-    if (handle != by_wire_id_.end()) fail_request(handle->second, std::move(sealed).error());
+    if (handle != by_wire_id_.end()) fail_request(handle->second, std::move(sealed).error(), envelope.timestamp);
     return false;
   }
-  return queue_frame(to, id, envelope.serialize());
+  return queue_frame(to, id, envelope.serialize(), envelope.timestamp);
 }
 
-void Endpoint::finish(RequestHandle handle) {
+void Endpoint::finish(RequestHandle handle, std::int64_t now_ms) {
   auto it = outstanding_.find(handle);
   if (it == outstanding_.end()) return;
+  const AgentId peer = it->second.peer;
   by_wire_id_.erase(it->second.wire_id);
-  auto queue = waiting_.find(it->second.peer);
+  auto queue = waiting_.find(peer);
   if (queue != waiting_.end()) {
     std::erase(queue->second, handle);
     if (queue->second.empty()) waiting_.erase(queue);
   }
   outstanding_.erase(it);
+  // A handshake lives as long as the request that started it, however that request ends (reply,
+  // error, cancel, timeout, undeliverable): otherwise it would hold the peer's queue for good.
+  auto starter = handshake_starter_.find(peer);
+  if (starter != handshake_starter_.end() && starter->second == handle) abandon_handshake(peer, now_ms);
 }
 
-void Endpoint::fail_request(RequestHandle handle, Error error, std::optional<std::int64_t> retry_after_ms) {
-  if (!outstanding_.contains(handle)) return;
-  events_.push_back(FailureEvent{handle, std::move(error), retry_after_ms});
-  finish(handle);
+void Endpoint::fail_request(RequestHandle handle, Error error, std::int64_t now_ms,
+                            std::optional<std::int64_t> retry_after_ms) {
+  auto it = outstanding_.find(handle);
+  if (it == outstanding_.end()) return;
+  // One terminal event per request: one cancelled during its handshake was reported already.
+  if (!it->second.cancel_when_sent) events_.push_back(FailureEvent{handle, std::move(error), retry_after_ms});
+  finish(handle, now_ms);
+}
+
+void Endpoint::forget_handshake(const AgentId& peer) {
+  if (const PendingHandshake* pending = table_.pending(peer)) handshake_step1_.erase(pending->step1_id);
+  table_.remove_pending(peer);
+  handshake_starter_.erase(peer);
+}
+
+void Endpoint::abandon_handshake(const AgentId& peer, std::int64_t now_ms) {
+  forget_handshake(peer);
+  early_replies_.erase(peer);
+  start_handshake_for(peer, now_ms);
 }
 
 void Endpoint::cancel(RequestHandle handle, std::int64_t now_ms) {
   auto it = outstanding_.find(handle);
   if (it == outstanding_.end()) return;
   Outstanding& o = it->second;
+  if (o.cancel_when_sent) return;  // already cancelled, waiting for message 2
   if (o.state == RequestState::sent && !o.sid && is_plaintext_peer(o.peer)) {
     send_signed(header(o.peer, MsgType::cancel, o.wire_id, now_ms), boost::json::object{});
   } else if (o.state == RequestState::sent && o.sid) {
@@ -227,7 +268,7 @@ void Endpoint::cancel(RequestHandle handle, std::int64_t now_ms) {
     events_.push_back(FailureEvent{handle, fail(Errc::cancelled, "cancelled by the caller"), std::nullopt});
     return;
   }
-  fail_request(handle, fail(Errc::cancelled, "cancelled by the caller"));
+  fail_request(handle, fail(Errc::cancelled, "cancelled by the caller"), now_ms);
 }
 
 // ---- receiving ----
@@ -286,14 +327,15 @@ void Endpoint::on_step2(const Envelope& envelope, std::int64_t now_ms) {
   const AgentId peer = pending->peer;
   const Uuid step1_id = pending->step1_id;
   auto session = finish_handshake(*pending, envelope, now_ms);
-  table_.remove_pending(peer);
-  handshake_starter_.erase(peer);
+  forget_handshake(peer);
   if (!session) {
     early_replies_.erase(peer);
     drop("handshake step 2 refused");
     // The peer answered but the handshake failed: fail the carried request, restart the queue.
     auto carried = by_wire_id_.find(step1_id);
-    if (carried != by_wire_id_.end()) fail_request(carried->second, fail(Errc::unreachable, session.error().message));
+    if (carried != by_wire_id_.end()) {
+      fail_request(carried->second, fail(Errc::unreachable, session.error().message), now_ms);
+    }
     start_handshake_for(peer, now_ms);
     return;
   }
@@ -311,7 +353,7 @@ void Endpoint::on_step2(const Envelope& envelope, std::int64_t now_ms) {
     o.sid = established.sid();
     if (o.cancel_when_sent) {
       seal_and_send(established, header(peer, MsgType::cancel, o.wire_id, now_ms), boost::json::object{});
-      finish(carried->second);
+      finish(carried->second, now_ms);
     }
   }
   for (const Envelope& held : early) on_encrypted(held, now_ms);
@@ -387,12 +429,14 @@ void Endpoint::on_encrypted(const Envelope& envelope, std::int64_t now_ms) {
     return;
   }
   if (!payload) {
-    fail_request(handle->second, fail(Errc::bad_request, "peer sent an invalid reply: " + payload.error().message));
+    fail_request(handle->second, fail(Errc::bad_request, "peer sent an invalid reply: " + payload.error().message),
+                 now_ms);
     return;
   }
   auto body = parse_body(envelope.msg_type, *payload);
   if (!body) {
-    fail_request(handle->second, fail(Errc::bad_request, "peer sent an invalid reply: " + body.error().message));
+    fail_request(handle->second, fail(Errc::bad_request, "peer sent an invalid reply: " + body.error().message),
+                 now_ms);
     return;
   }
   on_reply(envelope, *body, now_ms);
@@ -434,13 +478,13 @@ void Endpoint::on_reply(const Envelope& envelope, const Body& body, std::int64_t
   Outstanding& o = outstanding_.at(handle);
   if (const auto* response = std::get_if<ResponseBody>(&body)) {
     if (o.stream) {
-      fail_request(handle, fail(Errc::bad_request, "peer answered a stream request with a plain response"));
+      fail_request(handle, fail(Errc::bad_request, "peer answered a stream request with a plain response"), now_ms);
       return;
     }
     events_.push_back(ResponseEvent{handle, response->body});
-    finish(handle);
+    finish(handle, now_ms);
   } else if (const auto* error = std::get_if<ErrorBody>(&body)) {
-    fail_request(handle, fail(error->code, error->message), error->retry_after_ms);
+    fail_request(handle, fail(error->code, error->message), now_ms, error->retry_after_ms);
   } else if (const auto* chunk = std::get_if<StreamChunkBody>(&body)) {
     if (!o.stream || chunk->seq < o.next_seq || o.pending_chunks.contains(chunk->seq)) {
       drop("stream chunk out of place");
@@ -448,17 +492,20 @@ void Endpoint::on_reply(const Envelope& envelope, const Body& body, std::int64_t
     }
     o.pending_chunks.emplace(chunk->seq, chunk->body);
     if (o.pending_chunks.size() > options_.max_pending_chunks) {
-      // protocol §5: too many chunks waiting for a gap to fill: fail locally and tell the peer.
-      if (NoiseSession* session = table_.find(o.peer, *o.sid)) {
+      // protocol §5: too many chunks waiting for a gap to fill: fail locally and tell the peer, on
+      // the request's session or signed in plaintext for a plaintext peer.
+      if (!o.sid) {
+        send_signed(header(o.peer, MsgType::cancel, o.wire_id, now_ms), boost::json::object{});
+      } else if (NoiseSession* session = table_.find(o.peer, *o.sid)) {
         seal_and_send(*session, header(o.peer, MsgType::cancel, o.wire_id, now_ms), boost::json::object{});
       }
-      fail_request(handle, fail(Errc::internal, "more than 256 stream chunks pending reordering"));
+      fail_request(handle, fail(Errc::internal, "more than 256 stream chunks pending reordering"), now_ms);
       return;
     }
     deliver_chunks(handle, now_ms);
   } else if (const auto* end = std::get_if<StreamEndBody>(&body)) {
     if (!o.stream || end->seq < o.next_seq) {
-      fail_request(handle, fail(Errc::bad_request, "stream_end does not match the chunks received"));
+      fail_request(handle, fail(Errc::bad_request, "stream_end does not match the chunks received"), now_ms);
       return;
     }
     o.end_seq = end->seq;
@@ -468,7 +515,7 @@ void Endpoint::on_reply(const Envelope& envelope, const Body& body, std::int64_t
   }
 }
 
-void Endpoint::deliver_chunks(RequestHandle handle, std::int64_t /*now_ms*/) {
+void Endpoint::deliver_chunks(RequestHandle handle, std::int64_t now_ms) {
   Outstanding& o = outstanding_.at(handle);
   while (!o.pending_chunks.empty() && o.pending_chunks.begin()->first == o.next_seq) {
     events_.push_back(ChunkEvent{handle, o.next_seq, std::move(o.pending_chunks.begin()->second)});
@@ -477,34 +524,35 @@ void Endpoint::deliver_chunks(RequestHandle handle, std::int64_t /*now_ms*/) {
   }
   if (o.end_seq && o.next_seq == *o.end_seq) {
     if (!o.pending_chunks.empty()) {
-      fail_request(handle, fail(Errc::bad_request, "stream chunks beyond the announced end"));
+      fail_request(handle, fail(Errc::bad_request, "stream chunks beyond the announced end"), now_ms);
       return;
     }
     events_.push_back(StreamEndEvent{handle});
-    finish(handle);
+    finish(handle, now_ms);
   }
 }
 
 void Endpoint::undeliverable(const Uuid& envelope_id, Errc code, std::optional<std::int64_t> retry_after_ms,
                              std::int64_t now_ms) {
-  auto found = by_wire_id_.find(envelope_id);
-  if (found == by_wire_id_.end()) return;
-  const RequestHandle handle = found->second;
-  const AgentId peer = outstanding_.at(handle).peer;
-  fail_request(handle, fail(code, "the relay could not deliver the request: " + std::string(to_string(code))),
-               retry_after_ms);
-  abandon_handshake_if_started_by(handle, peer, now_ms);
-}
-
-void Endpoint::abandon_handshake_if_started_by(RequestHandle handle, const AgentId& peer, std::int64_t now_ms) {
-  // The initiator abandons a handshake when the request that started it ends (§5); the requests
-  // still waiting start a new one.
-  auto starter = handshake_starter_.find(peer);
-  if (starter == handshake_starter_.end() || starter->second != handle) return;
-  handshake_starter_.erase(starter);
-  table_.remove_pending(peer);
+  // A request envelope, or a step 1 that carried the request: that request fails (finish() abandons
+  // a handshake it started; the requests waiting on it start a new one).
+  if (auto found = by_wire_id_.find(envelope_id); found != by_wire_id_.end()) {
+    fail_request(found->second, fail(code, "the relay could not deliver the request: " + std::string(to_string(code))),
+                 now_ms, retry_after_ms);
+    return;
+  }
+  // A step 1 that carried no request was sent for every request waiting on it: they all fail.
+  auto step1 = handshake_step1_.find(envelope_id);
+  if (step1 == handshake_step1_.end()) return;
+  const AgentId peer = step1->second;
+  forget_handshake(peer);
   early_replies_.erase(peer);
-  start_handshake_for(peer, now_ms);
+  auto queue = waiting_.find(peer);
+  if (queue == waiting_.end()) return;
+  const std::deque<RequestHandle> waiting = std::move(queue->second);
+  waiting_.erase(queue);
+  const std::string message = "the relay could not deliver the handshake: " + std::string(to_string(code));
+  for (RequestHandle handle : waiting) fail_request(handle, fail(code, message), now_ms, retry_after_ms);
 }
 
 // A cancel counts only on the session that carried its request (nullopt: a plaintext request).
@@ -544,7 +592,8 @@ void Endpoint::on_plaintext_from_peer(const Envelope& envelope, std::int64_t now
   }
   auto body = parse_body(type, envelope.payload);
   if (!body) {
-    fail_request(handle->second, fail(Errc::bad_request, "peer sent an invalid reply: " + body.error().message));
+    fail_request(handle->second, fail(Errc::bad_request, "peer sent an invalid reply: " + body.error().message),
+                 now_ms);
     return;
   }
   on_reply(envelope, *body, now_ms);
@@ -575,16 +624,18 @@ void Endpoint::on_plaintext(const Envelope& envelope, std::int64_t now_ms) {
   Outstanding& o = outstanding_.at(h);
   if (error.code == Errc::no_session && o.state == RequestState::sent) {
     // The peer lost our session (e.g. it restarted): drop it, handshake again, retry once with a
-    // new envelope id (protocol §5).
+    // new envelope id (protocol §5). Only while nothing of the reply has arrived: a retry runs the
+    // request again, and splicing two runs into one stream would pass for success.
     if (o.sid) table_.remove(o.peer, *o.sid);
-    if (!o.retried) {
+    const bool reply_started = o.next_seq > 0 || !o.pending_chunks.empty() || o.end_seq.has_value();
+    if (!o.retried && !reply_started) {
       o.retried = true;
       ++stats_.retries;
       dispatch(h, now_ms);
       return;
     }
   }
-  fail_request(h, fail(error.code, error.message), error.retry_after_ms);
+  fail_request(h, fail(error.code, error.message), now_ms, error.retry_after_ms);
 }
 
 // ---- replying to requests we serve ----
@@ -667,12 +718,18 @@ void Endpoint::tick(std::int64_t now_ms) {
   }
   std::sort(expired.begin(), expired.end());
   for (RequestHandle handle : expired) {
-    auto it = outstanding_.find(handle);
-    if (it == outstanding_.end()) continue;
-    const AgentId peer = it->second.peer;
-    fail_request(handle, fail(Errc::timeout, "no reply within the timeout"));
-    abandon_handshake_if_started_by(handle, peer, now_ms);
+    // finish() abandons a handshake the request started; requests still waiting start a new one.
+    fail_request(handle, fail(Errc::timeout, "no reply within the timeout"), now_ms);
   }
+  // A pending handshake nobody waits for any more (its starter gone, or no request riding in
+  // message 1 and none queued) is dropped, or restarted for the requests still queued.
+  std::vector<AgentId> stale;
+  for (const auto& [peer, starter] : handshake_starter_) {
+    auto o = outstanding_.find(starter);
+    const bool carried = o != outstanding_.end() && o->second.state == RequestState::in_handshake;
+    if (o == outstanding_.end() || (!carried && !waiting_.contains(peer))) stale.push_back(peer);
+  }
+  for (const AgentId& peer : stale) abandon_handshake(peer, now_ms);
   for (auto it = served_.begin(); it != served_.end();) {
     it = (it->second.deadline_ms && now_ms >= *it->second.deadline_ms) ? served_.erase(it) : std::next(it);
   }

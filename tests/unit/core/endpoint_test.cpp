@@ -10,6 +10,7 @@
 #include <random>
 #include <set>
 
+#include "agent_mesh/encoding.hpp"
 #include "test_vectors.hpp"
 
 namespace agent_mesh {
@@ -641,6 +642,296 @@ TEST(EndpointSimulation, LossyReorderingDuplicatingLinkWithRestarts) {
     for (const auto& [code, n] : sim.failures_by_code_) {
       EXPECT_TRUE(code == "timeout" || code == "restart" || code == "no_session") << code << " x" << n;
     }
+  }
+}
+
+// ---- handshake lifetime, retries and terminal events (review of the engine) ----
+
+Uuid frame_id(const std::string& frame) {
+  return *Uuid::parse(std::string(boost::json::parse(frame).at("id").as_string()));
+}
+
+bool is_handshake_frame(const OutgoingFrame& frame) {
+  return frame.frame.find("\"msg_type\":\"handshake\"") != std::string::npos;
+}
+
+// A signed plaintext envelope from `key` (what a peer or a hostile test writes by hand).
+std::string signed_frame(const KeyPair& key, const AgentId& to, MsgType type, std::optional<Uuid> in_reply_to,
+                         boost::json::value payload, std::int64_t now) {
+  Envelope env;
+  env.id = Uuid::generate();
+  env.from = key.agent_id();
+  env.to = to;
+  env.msg_type = type;
+  env.in_reply_to = in_reply_to;
+  env.timestamp = now;
+  env.payload = std::move(payload);
+  env.sign(key);
+  return env.serialize();
+}
+
+std::string signed_error(const KeyPair& key, const AgentId& to, const Uuid& in_reply_to, Errc code,
+                         std::optional<std::int64_t> retry_after_ms, std::int64_t now) {
+  return signed_frame(key, to, MsgType::error, in_reply_to,
+                      body_to_json(ErrorBody{code, "refused by the peer", retry_after_ms}), now);
+}
+
+TEST_F(EndpointTest, CancellingAColdRequestTooLargeForMessageOneDoesNotBlockThePeer) {
+  // Message 1 cannot carry it, so it waits for the session; its step 1 is lost.
+  const boost::json::string too_big_for_message1(std::string(100000, 'x'));
+  const auto big = alice.request(bob.id(), "echo", too_big_for_message1, false, 5000, mesh.now);
+  auto lost = alice.take_outgoing();
+  ASSERT_EQ(lost.size(), 1u);
+  ASSERT_TRUE(is_handshake_frame(lost[0]));
+  alice.cancel(big, mesh.now);
+  auto events = alice.take_events();
+  ASSERT_EQ(events_of<FailureEvent>(events).size(), 1u);
+  EXPECT_EQ(alice.outstanding_count(), 0u);
+  // The next request to Bob starts its own handshake at once instead of queueing behind the dead one.
+  const auto next = alice.request(bob.id(), "echo", 2, false, 5000, mesh.now);
+  auto out = alice.take_outgoing();
+  ASSERT_EQ(out.size(), 1u) << "a new handshake goes out";
+  EXPECT_TRUE(is_handshake_frame(out[0]));
+  mesh.in_flight = out;
+  mesh.pump();
+  serve_echo(bob, mesh.now);
+  mesh.pump();
+  events = alice.take_events();
+  auto responses = events_of<ResponseEvent>(events);
+  ASSERT_EQ(responses.size(), 1u);
+  EXPECT_EQ(responses[0].handle, next);
+}
+
+TEST_F(EndpointTest, CancellingTheStarterRestartsTheHandshakeForTheRequestsWaitingOnIt) {
+  const boost::json::string too_big_for_message1(std::string(100000, 'x'));
+  const auto big = alice.request(bob.id(), "echo", too_big_for_message1, false, 5000, mesh.now);
+  const auto small = alice.request(bob.id(), "echo", 2, false, 5000, mesh.now);
+  auto lost = alice.take_outgoing();
+  ASSERT_EQ(lost.size(), 1u) << "single flight";
+  alice.cancel(big, mesh.now);
+  auto events = alice.take_events();
+  auto failures = events_of<FailureEvent>(events);
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_EQ(failures[0].handle, big);
+  EXPECT_EQ(failures[0].error.code, Errc::cancelled);
+  auto out = alice.take_outgoing();
+  ASSERT_EQ(out.size(), 1u) << "the waiting request starts a fresh handshake";
+  EXPECT_TRUE(is_handshake_frame(out[0]));
+  EXPECT_NE(frame_id(out[0].frame), frame_id(lost[0].frame));
+  mesh.in_flight = out;
+  mesh.pump();
+  serve_echo(bob, mesh.now);
+  mesh.pump();
+  events = alice.take_events();
+  auto responses = events_of<ResponseEvent>(events);
+  ASSERT_EQ(responses.size(), 1u);
+  EXPECT_EQ(responses[0].handle, small);
+  EXPECT_TRUE(events_of<FailureEvent>(events).empty());
+}
+
+TEST_F(EndpointTest, APlaintextErrorAnsweringStepOneAbandonsTheHandshake) {
+  const auto first = alice.request(bob.id(), "echo", 1, false, 5000, mesh.now);
+  const auto second = alice.request(bob.id(), "echo", 2, false, 5000, mesh.now);
+  auto out = alice.take_outgoing();
+  ASSERT_EQ(out.size(), 1u);
+  const Uuid step1 = frame_id(out[0].frame);
+  // The peer refuses the request carried in message 1 with a signed plaintext error (§5).
+  alice.receive(signed_error(key_from_byte(2), alice.id(), step1, Errc::rate_limited, 700, mesh.now), mesh.now);
+  auto events = alice.take_events();
+  auto failures = events_of<FailureEvent>(events);
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_EQ(failures[0].handle, first);
+  EXPECT_EQ(failures[0].error.code, Errc::rate_limited);
+  EXPECT_EQ(failures[0].retry_after_ms, 700);
+  out = alice.take_outgoing();
+  ASSERT_EQ(out.size(), 1u) << "the waiting request starts a fresh handshake";
+  EXPECT_TRUE(is_handshake_frame(out[0]));
+  mesh.in_flight = out;
+  mesh.pump();
+  serve_echo(bob, mesh.now);
+  mesh.pump();
+  events = alice.take_events();
+  auto responses = events_of<ResponseEvent>(events);
+  ASSERT_EQ(responses.size(), 1u);
+  EXPECT_EQ(responses[0].handle, second);
+  // With nobody waiting, the handshake is simply dropped: a later cold request is not blocked.
+  Endpoint carol(key_from_byte(3));
+  mesh.add(carol);
+  const auto lone = alice.request(carol.id(), "echo", 3, false, 5000, mesh.now);
+  out = alice.take_outgoing();
+  ASSERT_EQ(out.size(), 1u);
+  alice.receive(signed_error(key_from_byte(3), alice.id(), frame_id(out[0].frame), Errc::acl_denied, std::nullopt,
+                             mesh.now),
+                mesh.now);
+  events = alice.take_events();
+  ASSERT_EQ(events_of<FailureEvent>(events).size(), 1u);
+  EXPECT_EQ(events_of<FailureEvent>(events)[0].handle, lone);
+  EXPECT_TRUE(alice.take_outgoing().empty());
+  const auto again = alice.request(carol.id(), "echo", 4, false, 5000, mesh.now);
+  out = alice.take_outgoing();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_TRUE(is_handshake_frame(out[0]));
+  mesh.in_flight = out;
+  mesh.pump();
+  serve_echo(carol, mesh.now);
+  mesh.pump();
+  events = alice.take_events();
+  responses = events_of<ResponseEvent>(events);
+  ASSERT_EQ(responses.size(), 1u);
+  EXPECT_EQ(responses[0].handle, again);
+}
+
+TEST(EndpointUndeliverableTest, AnUndeliverableStepOneThatCarriedNoRequestFailsTheRequestsWaitingOnIt) {
+  Endpoint alice(key_from_byte(1));
+  const AgentId bob = key_from_byte(2).agent_id();
+  const std::int64_t now = 1764000000000;
+  const auto big = alice.request(bob, "echo", boost::json::string(std::string(100000, 'x')), false, 5000, now);
+  const auto small = alice.request(bob, "echo", 2, false, 5000, now);
+  auto out = alice.take_outgoing();
+  ASSERT_EQ(out.size(), 1u);
+  alice.undeliverable(frame_id(out[0].frame), Errc::rate_limited, 1500, now);
+  auto events = alice.take_events();
+  auto failures = events_of<FailureEvent>(events);
+  ASSERT_EQ(failures.size(), 2u) << "at once, not at their deadline";
+  std::set<RequestHandle> failed;
+  for (const auto& f : failures) {
+    failed.insert(f.handle);
+    EXPECT_EQ(f.error.code, Errc::rate_limited);
+    EXPECT_EQ(f.retry_after_ms, 1500);
+  }
+  EXPECT_EQ(failed, (std::set<RequestHandle>{big, small}));
+  EXPECT_EQ(alice.outstanding_count(), 0u);
+  EXPECT_TRUE(alice.take_outgoing().empty());
+  // The handshake is gone: the next request starts a new one.
+  (void)alice.request(bob, "echo", 3, false, 5000, now);
+  out = alice.take_outgoing();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_TRUE(is_handshake_frame(out[0]));
+}
+
+TEST_F(EndpointTest, NoSessionAfterAStreamStartedFailsInsteadOfSplicingTwoRuns) {
+  warm_up();
+  const auto h = alice.request(bob.id(), "count", 0, true, 5000, mesh.now);
+  auto out = alice.take_outgoing();
+  ASSERT_EQ(out.size(), 1u);
+  const std::string original = out[0].frame;
+  mesh.in_flight = out;
+  mesh.pump();
+  auto bob_events = bob.take_events();
+  auto requests = events_of<IncomingRequest>(bob_events);
+  ASSERT_EQ(requests.size(), 1u);
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(bob.send_chunk(alice.id(), requests[0].id, i, mesh.now).ok());
+  mesh.pump();
+  auto events = alice.take_events();
+  ASSERT_EQ(events_of<ChunkEvent>(events).size(), 2u);
+  // A hostile relay replays the request under a made-up sid; Bob answers a genuine no_session.
+  auto forged = boost::json::parse(original).as_object();
+  forged["sid"] = base64url_encode(Bytes(16, 0x5a));
+  bob.receive(boost::json::serialize(forged), mesh.now);
+  EXPECT_EQ(bob.stats().no_session_sent, 1u);
+  mesh.pump();
+  EXPECT_EQ(alice.stats().retries, 0u) << "part of the reply has arrived: no retry";
+  events = alice.take_events();
+  auto failures = events_of<FailureEvent>(events);
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_EQ(failures[0].handle, h);
+  EXPECT_EQ(failures[0].error.code, Errc::no_session);
+  // Whatever Bob still sends for the first run goes nowhere; no second run is served.
+  bob_events = bob.take_events();
+  EXPECT_TRUE(events_of<IncomingRequest>(bob_events).empty());
+  (void)bob.send_chunk(alice.id(), requests[0].id, 2, mesh.now);
+  (void)bob.end_stream(alice.id(), requests[0].id, mesh.now);
+  mesh.pump();
+  serve_echo(bob, mesh.now);
+  mesh.pump();
+  events = alice.take_events();
+  EXPECT_TRUE(events.empty());
+  EXPECT_EQ(alice.outstanding_count(), 0u);
+}
+
+TEST(EndpointPlaintextTest, ReorderOverflowOnAPlaintextStreamFailsItAndSendsCancel) {
+  const KeyPair alice_key = key_from_byte(1);
+  const KeyPair bob_key = key_from_byte(2);
+  EndpointOptions alice_options;
+  alice_options.plaintext_peers = {bob_key.agent_id()};
+  EndpointOptions bob_options;
+  bob_options.plaintext_peers = {alice_key.agent_id()};
+  Endpoint alice(alice_key, alice_options);
+  Endpoint bob(bob_key, bob_options);
+  Mesh mesh;
+  mesh.add(alice);
+  mesh.add(bob);
+  const auto h = alice.request(bob.id(), "count", 0, true, 5000, mesh.now);
+  mesh.pump();
+  auto bob_events = bob.take_events();
+  auto requests = events_of<IncomingRequest>(bob_events);
+  ASSERT_EQ(requests.size(), 1u);
+  for (int i = 0; i <= 257; ++i) ASSERT_TRUE(bob.send_chunk(alice.id(), requests[0].id, i, mesh.now).ok());
+  auto chunks = bob.take_outgoing();
+  ASSERT_EQ(chunks.size(), 258u);
+  // Chunk 0 is lost: 257 wait for the gap.
+  for (std::size_t i = 1; i < chunks.size(); ++i) alice.receive(chunks[i].frame, mesh.now);
+  auto events = alice.take_events();
+  EXPECT_TRUE(events_of<ChunkEvent>(events).empty());
+  auto failures = events_of<FailureEvent>(events);
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_EQ(failures[0].handle, h);
+  EXPECT_EQ(failures[0].error.code, Errc::internal);
+  auto out = alice.take_outgoing();
+  ASSERT_EQ(out.size(), 1u) << "a signed plaintext cancel";
+  EXPECT_NE(out[0].frame.find("\"msg_type\":\"cancel\""), std::string::npos);
+  EXPECT_EQ(out[0].frame.find("\"encrypted\""), std::string::npos);
+  mesh.in_flight = out;
+  mesh.pump();
+  bob_events = bob.take_events();
+  ASSERT_EQ(events_of<PeerCancelled>(bob_events).size(), 1u);
+  EXPECT_EQ(bob.served_count(), 0u);
+}
+
+// A cold request cancelled while its handshake is in flight is reported cancelled once; nothing
+// that later ends it (undeliverable, a failed step 2, the peer's error, its deadline, a second
+// cancel) reports it again.
+TEST(EndpointCancelTest, ARequestCancelledDuringItsHandshakeEndsExactlyOnce) {
+  enum class Then { undeliverable, bad_step2, plaintext_error, timeout, cancel_again };
+  for (Then then : {Then::undeliverable, Then::bad_step2, Then::plaintext_error, Then::timeout, Then::cancel_again}) {
+    SCOPED_TRACE("case " + std::to_string(static_cast<int>(then)));
+    Endpoint alice(key_from_byte(1));
+    const KeyPair bob_key = key_from_byte(2);
+    const AgentId bob = bob_key.agent_id();
+    std::int64_t now = 1764000000000;
+    const auto h = alice.request(bob, "echo", 1, false, 5000, now);
+    auto out = alice.take_outgoing();
+    ASSERT_EQ(out.size(), 1u);
+    const Uuid step1 = frame_id(out[0].frame);
+    alice.cancel(h, now);
+    auto events = alice.take_events();
+    auto failures = events_of<FailureEvent>(events);
+    ASSERT_EQ(failures.size(), 1u);
+    EXPECT_EQ(failures[0].error.code, Errc::cancelled);
+    switch (then) {
+      case Then::undeliverable:
+        alice.undeliverable(step1, Errc::unreachable, std::nullopt, now);
+        break;
+      case Then::bad_step2: {
+        boost::json::object payload{{"step", 2}, {"noise", base64url_encode(Bytes(48, 0x42))}};
+        alice.receive(signed_frame(bob_key, alice.id(), MsgType::handshake, step1, payload, now), now);
+        EXPECT_EQ(alice.stats().dropped.count("handshake step 2 refused"), 1u);
+        break;
+      }
+      case Then::plaintext_error:
+        alice.receive(signed_error(bob_key, alice.id(), step1, Errc::agent_error, std::nullopt, now), now);
+        break;
+      case Then::timeout:
+        now += 5000;
+        alice.tick(now);
+        break;
+      case Then::cancel_again:
+        alice.cancel(h, now);
+        break;
+    }
+    events = alice.take_events();
+    EXPECT_TRUE(events_of<FailureEvent>(events).empty()) << "reported twice";
+    EXPECT_EQ(alice.outstanding_count(), then == Then::cancel_again ? 1u : 0u);
   }
 }
 
