@@ -1,5 +1,7 @@
 # web/ (label `web`; not `integration`: the sanitizer stages run `-L integration` without these):
 #   web_client_unit    the TypeScript client's vectors and unit tests (web/client/test, vitest)
+#   web_app_unit       the web UI's controller logic (web/app/test, vitest): sessions, incoming
+#                      chats, grants and discovery against a scripted registry and the FakeRelay
 #   web_client_dist    the library built to plain ES modules (client/dist) loads and works in Node
 #   web_typecheck      tsc over client, app and e2e
 #   web_ui_build       rebuilds web/app/dist from the sources (a fixture: the e2e test never sees a
@@ -19,6 +21,10 @@ if(AGENT_MESH_NODE AND AGENT_MESH_NPM AND TARGET mesh-demo AND TARGET agent-mesh
            COMMAND ${AGENT_MESH_NODE} ${web_dir}/node_modules/vitest/vitest.mjs run --config client/vitest.config.ts client/test
            WORKING_DIRECTORY ${web_dir})
   set_tests_properties(web_client_unit PROPERTIES LABELS "web" TIMEOUT 300)
+  add_test(NAME web_app_unit
+           COMMAND ${AGENT_MESH_NODE} ${web_dir}/node_modules/vitest/vitest.mjs run --config app/vitest.config.ts
+           WORKING_DIRECTORY ${web_dir})
+  set_tests_properties(web_app_unit PROPERTIES LABELS "web" TIMEOUT 120)
   add_test(NAME web_client_dist COMMAND sh -c "${AGENT_MESH_NPM} run build:client --silent && ${AGENT_MESH_NODE} client/dist_smoke.mjs"
            WORKING_DIRECTORY ${web_dir})
   set_tests_properties(web_client_dist PROPERTIES LABELS "web" TIMEOUT 300)

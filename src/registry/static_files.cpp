@@ -89,8 +89,10 @@ http::Response StaticFiles::serve(const http::Request& request) const {
   body << in.rdbuf();
   http::Response response{200, {}, request.method == "HEAD" ? std::string() : std::move(body).str()};
   response.set("Content-Type", std::string(content_type(resolved)));
-  // Vite's hashed assets never change; index.html must be revalidated to pick up new builds.
-  response.set("Cache-Control", resolved.filename() == "index.html" ? "no-cache" : "public, max-age=31536000, immutable");
+  // Vite writes content-hashed names under assets/, which never change; anything else (index.html,
+  // an unhashed icon) must be revalidated to pick up new builds.
+  const bool hashed = resolved.filename() != "index.html" && !relative.empty() && *relative.begin() == "assets";
+  response.set("Cache-Control", hashed ? "public, max-age=31536000, immutable" : "no-cache");
   secure(response);
   return response;
 }

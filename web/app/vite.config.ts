@@ -17,7 +17,7 @@ export default defineConfig({
     target: 'es2022',
     sourcemap: false,
     modulePreload: { polyfill: false },
-    // Small assets would become data: URLs; keep them files (CSP img-src allows data:, fonts do not).
+    // Small assets would become data: URLs; keep them hashed files (the CSP allows no data: URLs).
     assetsInlineLimit: 0,
     reportCompressedSize: false,
   },

@@ -1,10 +1,14 @@
 // End to end in headless Chromium (cli-mcp-web.md "TypeScript client and web UI"): `mesh-demo
-// --serve` on port 0 serves the built UI (web/app/dist); Debian's chromium, driven by
-// playwright-core, opens the page, logs in with the bootstrap token, sees the echo agent online,
-// grants access, sends a message, sees the echoed answer and streams a reply, then a second browser
-// (its own profile, so its own agent) chats with the first, where a person answers; last, the
-// device-flow login against agent-mesh-server and the GitHub stand-in (tests/support). Screenshots
-// go to $AGENT_MESH_TEST_ARTIFACTS (ctest: <build>/test-artifacts/web).
+// --serve` on port 0 serves the built UI (web/app/dist) under the exact Content-Security-Policy;
+// Debian's chromium, driven by playwright-core, opens the page, logs in with the bootstrap token,
+// sees the echo agent online, grants access, sends a message, sees the echoed answer and streams a
+// reply, and an ungranted capability fails with `acl_denied`. A second browser (its own profile, so
+// its own agent) writes to the first: refused `acl_denied` by the first browser's own ACL until the
+// person there clicks "Let it chat with me", then answered by the person. Logging out clears the
+// session and takes the first browser's agent offline. Last, the device-flow login against
+// agent-mesh-server and the GitHub stand-in (tests/support). Throughout, neither the seed nor the
+// plaintext of a message is in any request (URL, headers, body) or WebSocket frame. Screenshots go
+// to $AGENT_MESH_TEST_ARTIFACTS (ctest: <build>/test-artifacts/web).
 //
 // Run: node web/e2e/chat.e2e.mjs   (node:test; exits 77 = skipped when there is no chromium)
 // Env: AGENT_MESH_BIN_DIR (dirs holding mesh-demo and agent-mesh-server, ':'-separated; default
@@ -34,6 +38,11 @@ const CHROMIUM_FLAGS = [
   '--no-first-run',
 ];
 const STEP_MS = 15_000; // any one UI step; the whole file is bounded by ctest's TIMEOUT
+// What agent-mesh-server sends on every answer of the web root (src/registry/static_files.hpp).
+const EXPECTED_CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; " +
+  "font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+const PLAINTEXT = 'hello from the browser';
 
 if (!existsSync(CHROMIUM)) {
   console.log(`SKIPPED: ${CHROMIUM} is not installed (scripts/setup installs Debian's chromium; apt-get install chromium)`);
@@ -143,11 +152,27 @@ async function openBrowser(chromium, name) {
   });
   context.setDefaultTimeout(STEP_MS);
   const page = context.pages()[0] ?? (await context.newPage());
-  // What the page sent anywhere: the seed must never be in it. CSP violations and page errors fail the test.
+  // What went over the wire: every request (URL, all headers, body) and every WebSocket frame both
+  // ways. Neither the seed nor a message's plaintext may be in it. CSP violations and page errors
+  // fail the test.
   const sent = [];
+  const headers = [];
   const problems = [];
-  page.on('request', (request) => sent.push(`${request.url()} ${request.postData() ?? ''}`));
-  page.on('websocket', (ws) => ws.on('framesent', (frame) => sent.push(frame.payload)));
+  // The headers as the page set them at once; all of them (what the network stack added too) once a
+  // request is finished (allHeaders() of a long poll still waiting would wait for its answer).
+  page.on('request', (request) => sent.push(`${request.method()} ${request.url()}\n${JSON.stringify(request.headers())}\n${request.postData() ?? ''}`));
+  page.on('requestfinished', (request) => headers.push(request.allHeaders().then((all) => JSON.stringify(all), () => '')));
+  const frames = { sent: 0, received: 0 };
+  page.on('websocket', (ws) => {
+    ws.on('framesent', (frame) => {
+      frames.sent += 1;
+      sent.push(frame.payload);
+    });
+    ws.on('framereceived', (frame) => {
+      frames.received += 1;
+      sent.push(frame.payload);
+    });
+  });
   page.on('console', (message) => {
     if (message.type() === 'error' && /Content.Security.Policy|Refused to/i.test(message.text())) problems.push(message.text());
   });
@@ -156,6 +181,8 @@ async function openBrowser(chromium, name) {
     context,
     page,
     sent,
+    headers,
+    frames,
     problems,
     close: async () => {
       await context.close().catch(() => undefined);
@@ -173,8 +200,27 @@ async function login(page, url, token) {
   return page.getByTestId('status-agent-id').getAttribute('data-agent-id');
 }
 
-/** The seed this page's agent keeps in IndexedDB, as base64url and hex. */
-async function seedForms(page) {
+/** IndexedDB `agent-mesh`/`kv` of the page: every key and value (Uint8Arrays as byte arrays). */
+async function storedEntries(page) {
+  return page.evaluate(
+    () =>
+      new Promise((resolveAll, reject) => {
+        const open = indexedDB.open('agent-mesh');
+        open.onerror = () => reject(open.error);
+        open.onsuccess = () => {
+          const store = open.result.transaction('kv').objectStore('kv');
+          const keys = store.getAllKeys();
+          const values = store.getAll();
+          values.onerror = () => reject(values.error);
+          values.onsuccess = () =>
+            resolveAll(keys.result.map((key, i) => [String(key), values.result[i] instanceof Uint8Array ? Array.from(values.result[i]) : values.result[i]]));
+        };
+      }),
+  );
+}
+
+/** The seed this page's agent keeps in IndexedDB. */
+async function seedBytes(page) {
   const bytes = await page.evaluate(
     () =>
       new Promise((resolveSeed, reject) => {
@@ -191,19 +237,43 @@ async function seedForms(page) {
       }),
   );
   assert.ok(bytes, 'no 32-byte seed in IndexedDB');
-  const buffer = Buffer.from(bytes);
-  return [buffer.toString('base64url'), buffer.toString('base64'), buffer.toString('hex'), buffer];
+  return Buffer.from(bytes);
 }
 
-function assertSeedNeverSent(browser, forms) {
-  const [b64url, b64, hex, raw] = forms;
-  for (const item of browser.sent) {
+/**
+ * The ways `bytes` could appear in text: hex, and base64 / base64url wherever they start in the
+ * encoded stream (the characters that depend only on `bytes`, for each of the 3 alignments).
+ */
+function encodedForms(bytes) {
+  const forms = new Set([bytes.toString('hex'), bytes.toString('hex').toUpperCase()]);
+  for (let shift = 0; shift < 3; shift++) {
+    const encoded = Buffer.concat([Buffer.alloc(shift), bytes]).toString('base64');
+    const inner = encoded.slice(Math.ceil((shift * 8) / 6), Math.floor(((shift + bytes.length) * 8) / 6));
+    forms.add(inner);
+    forms.add(inner.replace(/\+/g, '-').replace(/\//g, '_'));
+  }
+  return [...forms];
+}
+
+/** `bytes` (the seed, a message's text) is in no request URL, header or body and no WebSocket frame. */
+async function assertNeverSent(browser, bytes, what) {
+  const texts = [bytes.toString('latin1'), bytes.toString('utf8'), ...encodedForms(bytes)];
+  const all = [...browser.sent, ...(await Promise.all(browser.headers))];
+  assert.ok(all.length > 0, 'nothing was captured');
+  for (const item of all) {
     if (typeof item === 'string') {
-      for (const form of [b64url, b64, hex]) assert.ok(!item.includes(form), 'the seed left the browser');
+      for (const form of texts) assert.ok(!item.includes(form), `${what} left the browser: ${item.slice(0, 200)}`);
     } else {
-      assert.ok(!Buffer.from(item).includes(raw), 'the seed left the browser (binary frame)');
+      assert.ok(!Buffer.from(item).includes(bytes), `${what} left the browser (binary frame)`);
     }
   }
+}
+
+/** GET of the registry's API with the user's token. */
+async function api(url, token, path) {
+  const response = await fetch(`${url}/api/v1${path}`, { headers: { Authorization: `Bearer ${token}` } });
+  assert.equal(response.status, 200, `GET ${path}`);
+  return response.json();
 }
 
 let chromium;
@@ -229,15 +299,33 @@ test('log in, see the echo agent online, grant access, request and stream', asyn
   opened.push(browser);
   const { page } = browser;
 
-  // Served with the strict policy.
+  // Served with the strict policy, exactly: the page, an asset and a 404 alike. Only the hashed
+  // assets (the icon included) are cached as immutable.
   const response = await page.goto(`${demo.url}/`);
-  const csp = response?.headers()['content-security-policy'] ?? '';
-  assert.match(csp, /default-src 'none'/);
-  assert.match(csp, /script-src 'self'/);
-  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+  assert.equal(response?.headers()['content-security-policy'], EXPECTED_CSP);
+  assert.equal(response?.headers()['cache-control'], 'no-cache');
+  const html = await (await fetch(`${demo.url}/`)).text();
+  const script = /<script type="module" crossorigin src="(\/assets\/[^"]+\.js)"/.exec(html)?.[1];
+  const icon = /<link rel="icon" href="(\/assets\/[^"]+\.svg)"/.exec(html)?.[1];
+  assert.ok(script && icon, `index.html names no hashed script and icon:\n${html}`);
+  for (const asset of [script, icon]) {
+    const answer = await fetch(`${demo.url}${asset}`);
+    assert.equal(answer.status, 200, asset);
+    assert.equal(answer.headers.get('content-security-policy'), EXPECTED_CSP, asset);
+    assert.equal(answer.headers.get('cache-control'), 'public, max-age=31536000, immutable', asset);
+  }
+  const missing = await fetch(`${demo.url}/assets/no-such-file.js`);
+  assert.equal(missing.status, 404);
+  assert.equal(missing.headers.get('content-security-policy'), EXPECTED_CSP);
+
+  // The token field is no password field (nothing for a password manager to save), masked by CSS.
+  const tokenInput = page.getByTestId('login-token-input');
+  assert.equal(await tokenInput.getAttribute('type'), 'text');
+  assert.equal(await tokenInput.getAttribute('autocomplete'), 'off');
+  assert.equal(await tokenInput.evaluate((el) => getComputedStyle(el).getPropertyValue('-webkit-text-security')), 'disc');
 
   // A wrong token is refused plainly, with the registry's code.
-  await page.getByTestId('login-token-input').fill('not-a-real-token');
+  await tokenInput.fill('not-a-real-token');
   await page.getByTestId('login-token-submit').click();
   await page.locator('[data-testid="login-error"] [data-code="unauthorized"]').waitFor();
 
@@ -264,12 +352,17 @@ test('log in, see the echo agent online, grant access, request and stream', asyn
   await echo.getByTestId('agent-select').click();
   await page.getByTestId('conversation').waitFor();
   assert.equal(await page.getByTestId('composer-capability').inputValue(), 'echo');
-  await page.getByTestId('composer-input').fill('hello from the browser');
-  await page.getByTestId('composer-send').click();
+  // Enter while an input method is composing sends nothing; a plain Enter sends.
+  const composer = page.getByTestId('composer-input');
+  await composer.fill(PLAINTEXT);
+  await composer.dispatchEvent('keydown', { key: 'Enter', code: 'Enter', isComposing: true, bubbles: true, cancelable: true });
+  assert.equal(await composer.inputValue(), PLAINTEXT);
+  assert.equal(await page.getByTestId('exchange').count(), 0);
+  await composer.press('Enter');
   const first = page.getByTestId('exchange').nth(0);
   await first.locator('[data-testid="message-reply"][data-status="done"]').waitFor();
   const answer = JSON.parse((await first.getByTestId('reply-body').textContent()) ?? '');
-  assert.deepEqual(answer, { agent: 'bob', echo: { capability: 'echo', message: 'hello from the browser' } });
+  assert.deepEqual(answer, { agent: 'bob', echo: { capability: 'echo', message: PLAINTEXT } });
 
   // A stream: the echo agent sends three chunks, shown as they arrive, then the end.
   await page.getByTestId('composer-mode-stream').check();
@@ -296,55 +389,105 @@ test('log in, see the echo agent online, grant access, request and stream', asyn
   await page.getByTestId('composer-send').click();
   const third = page.getByTestId('exchange').nth(2);
   await third.locator('[data-testid="message-reply"][data-status="error"]').waitFor();
-  const code = await third.getByTestId('message-error').getAttribute('data-code');
-  assert.ok(code === 'acl_denied' || code === 'unknown_capability', `unexpected error code ${code}`);
+  // The grant named the echo agent's capabilities, so its ACL refuses this one.
+  assert.equal(await third.getByTestId('message-error').getAttribute('data-code'), 'acl_denied');
 
   const shot = join(artifacts, 'web-ui-chat.png');
   await page.screenshot({ path: shot, fullPage: true });
   console.log(`screenshot: ${shot}`);
 
-  assertSeedNeverSent(browser, await seedForms(page));
+  // End-to-end encrypted: the relay saw neither the message nor the seed.
+  assert.ok(browser.frames.sent > 0 && browser.frames.received > 0, 'the relay traffic was captured');
+  await assertNeverSent(browser, Buffer.from(PLAINTEXT), 'the plaintext of a message');
+  await assertNeverSent(browser, await seedBytes(page), 'the seed');
   assert.deepEqual(browser.problems, []);
 });
 
-test('another browser agent chats with this one, and the person answers', async () => {
+test("another browser agent chats with this one once its own ACL allows it, and the person answers", async () => {
   const alice = opened[0];
   assert.ok(alice, 'the first test opened the first browser');
   const aliceId = await alice.page.getByTestId('status-agent-id').getAttribute('data-agent-id');
+
+  // The first browser's card: capability `chat`, in the user's personal group.
+  const me = await api(demo.url, demo.token, '/users/me');
+  const personal = me.groups.find((g) => g.personal);
+  const card = await api(demo.url, demo.token, `/agents/${aliceId}`);
+  assert.equal(card.group_id, personal.id);
+  assert.deepEqual(card.capabilities.map((c) => c.name), ['chat']);
+  assert.equal(card.name, `${me.user.login} (browser ${aliceId.slice(0, 6)})`);
 
   const carol = await openBrowser(chromium, 'carol');
   opened.push(carol);
   const carolId = await login(carol.page, demo.url, demo.token);
   assert.notEqual(carolId, aliceId, 'each browser profile has its own agent');
 
-  // Carol grants herself access to the first browser's `chat` (same user owns both) and writes.
+  // Carol writes before any rule lets her: the first browser's own ACL refuses it.
   const target = carol.page.locator(`[data-testid="agent-item"][data-agent-id="${aliceId}"]`);
   await target.and(carol.page.locator('[data-online="true"]')).waitFor();
-  await target.getByTestId('grant-access').click();
-  await target.getByTestId('access-granted').waitFor();
   await target.getByTestId('agent-select').click();
   assert.equal(await carol.page.getByTestId('composer-capability').inputValue(), 'chat');
+  await carol.page.getByTestId('composer-input').fill('knock knock');
+  await carol.page.getByTestId('composer-send').click();
+  const denied = carol.page.getByTestId('exchange').nth(0);
+  await denied.locator('[data-testid="message-reply"][data-status="error"]').waitFor();
+  assert.equal(await denied.getByTestId('message-error').getAttribute('data-code'), 'acl_denied');
+
+  // The person lets Carol chat with them, and waits until their browser's ACL sync has the rule.
+  const from = alice.page.locator(`[data-testid="agent-item"][data-agent-id="${carolId}"]`);
+  await from.getByTestId('agent-select').click();
+  assert.equal(await alice.page.getByTestId('incoming').count(), 0, 'the refused message reached nobody');
+  await alice.page.getByTestId('allow-chat').click();
+  await alice.page.locator('[data-testid="chat-allowed"][data-active="true"]').waitFor();
+
+  // Now Carol's message reaches the person, who answers it.
   await carol.page.getByTestId('composer-input').fill('are you there, person?');
   await carol.page.getByTestId('composer-send').click();
-
-  // The first browser shows the incoming request in Carol's conversation; the person answers.
-  const from = alice.page.locator(`[data-testid="agent-item"][data-agent-id="${carolId}"]`);
-  await from.getByTestId('agent-unread').waitFor();
-  await from.getByTestId('agent-select').click();
   const incoming = alice.page.locator('[data-testid="incoming"][data-status="waiting"]');
+  await incoming.waitFor();
   assert.equal(await incoming.getByTestId('incoming-body').textContent(), 'are you there, person?');
+  // The seconds tick for the eyes only; screen readers get one fixed sentence.
+  assert.equal(await incoming.locator('[data-testid="incoming-countdown"] > [aria-hidden="true"]').count(), 1);
   await incoming.getByTestId('incoming-reply-input').fill('yes, a human here');
   await incoming.getByTestId('incoming-reply-send').click();
   await alice.page.locator('[data-testid="incoming"][data-status="answered"]').waitFor();
+  // The answer form is gone: the keyboard is back in the composer.
+  assert.equal(await alice.page.evaluate(() => document.activeElement?.getAttribute('data-testid')), 'composer-input');
 
   // Carol sees the person's answer.
-  const exchange = carol.page.getByTestId('exchange').nth(0);
+  const exchange = carol.page.getByTestId('exchange').nth(1);
   await exchange.locator('[data-testid="message-reply"][data-status="done"]').waitFor();
   assert.equal(await exchange.getByTestId('reply-body').textContent(), 'yes, a human here');
 
   await alice.page.screenshot({ path: join(artifacts, 'web-ui-incoming.png'), fullPage: true });
-  assertSeedNeverSent(carol, await seedForms(carol.page));
+  await assertNeverSent(carol, Buffer.from('are you there, person?'), 'the plaintext of a message');
+  await assertNeverSent(alice, Buffer.from('yes, a human here'), 'the plaintext of an answer');
+  await assertNeverSent(carol, await seedBytes(carol.page), 'the seed');
   assert.deepEqual(carol.problems, []);
+  assert.deepEqual(alice.problems, []);
+});
+
+test('logging out clears the session, forgets the token and takes the agent offline', async () => {
+  const [alice, carol] = opened;
+  assert.ok(alice && carol, 'the tests before opened both browsers');
+  const aliceId = await alice.page.getByTestId('status-agent-id').getAttribute('data-agent-id');
+  const seed = await seedBytes(alice.page);
+
+  await alice.page.getByTestId('logout').click();
+  await alice.page.getByTestId('login-token-input').waitFor();
+  assert.equal(await alice.page.getByTestId('user-login').count(), 0, 'no "Signed in as" after logout');
+  assert.equal(await alice.page.getByTestId('status-agent-id').count(), 0);
+  assert.equal(await alice.page.getByTestId('status-user').textContent(), '—');
+  assert.equal(await alice.page.getByTestId('status-link').getAttribute('data-state'), 'none');
+  assert.equal(await alice.page.getByTestId('agent-list').count(), 0);
+  assert.equal(await alice.page.getByTestId('login-token-input').inputValue(), '');
+  // The token is gone from the browser; the agent's key stays for the next login of this user.
+  const stored = await storedEntries(alice.page);
+  assert.deepEqual(stored.map(([key]) => key), [`seed:${(await api(demo.url, demo.token, '/users/me')).user.id}`]);
+  assert.ok(Buffer.from(stored[0][1]).equals(seed));
+  assert.ok(!(await alice.page.content()).includes(demo.token), 'the token is not in the page');
+
+  // The agent left the relay: the other browser's discovery shows it offline.
+  await carol.page.locator(`[data-testid="agent-item"][data-agent-id="${aliceId}"][data-online="false"]`).waitFor();
   assert.deepEqual(alice.problems, []);
 });
 

@@ -48,7 +48,7 @@ class StaticFilesTest : public ::testing::Test {
 
   static void expect_security_headers(const http::Response& response) {
     EXPECT_EQ(header(response, "Content-Security-Policy"),
-              "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+              "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
               "font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'");
     EXPECT_EQ(header(response, "X-Content-Type-Options"), "nosniff");
     EXPECT_EQ(header(response, "Referrer-Policy"), "no-referrer");
@@ -73,7 +73,7 @@ TEST_F(StaticFilesTest, IndexCarriesTheStrictContentSecurityPolicy) {
 TEST_F(StaticFilesTest, PolicyAllowsNoInlineCodeNoEvalAndNoOtherOrigin) {
   const std::string policy(kWebContentSecurityPolicy);
   for (const char* forbidden : {"unsafe-inline", "unsafe-eval", "unsafe-hashes", "wasm-unsafe-eval", "*", "http:",
-                                "https:", "ws:", "wss:", "blob:"}) {
+                                "https:", "ws:", "wss:", "blob:", "data:"}) {
     EXPECT_EQ(policy.find(forbidden), std::string::npos) << forbidden;
   }
   EXPECT_EQ(policy.rfind("default-src 'none';", 0), 0u);
@@ -94,6 +94,22 @@ TEST_F(StaticFilesTest, AssetsAreImmutableAndTyped) {
   EXPECT_EQ(head.status, 200);
   EXPECT_TRUE(head.body.empty());
   expect_security_headers(head);
+}
+
+TEST_F(StaticFilesTest, OnlyHashedAssetsAreImmutable) {
+  write("web/favicon.svg", "<svg xmlns=\"http://www.w3.org/2000/svg\"/>");
+  write("web/assets/favicon-9f8e.svg", "<svg xmlns=\"http://www.w3.org/2000/svg\"/>");
+  StaticFiles files(root_ / "web");
+  auto plain = get(files, "/favicon.svg");
+  EXPECT_EQ(plain.status, 200);
+  EXPECT_EQ(header(plain, "Content-Type"), "image/svg+xml");
+  EXPECT_EQ(header(plain, "Cache-Control"), "no-cache");
+  expect_security_headers(plain);
+  auto hashed = get(files, "/assets/favicon-9f8e.svg");
+  EXPECT_EQ(hashed.status, 200);
+  EXPECT_EQ(header(hashed, "Cache-Control"), "public, max-age=31536000, immutable");
+  EXPECT_EQ(header(get(files, "/index.html"), "Cache-Control"), "no-cache");
+  EXPECT_EQ(header(get(files, "/some/route"), "Cache-Control"), "no-cache");
 }
 
 TEST_F(StaticFilesTest, ClientRoutesLoadTheAppAndMissingAssetsAre404) {

@@ -5,6 +5,8 @@ import { ErrorText } from './components/ErrorText.js';
 import { LoginScreen } from './components/LoginScreen.js';
 import { StatusBar } from './components/StatusBar.js';
 import type { Controller } from './controller.js';
+// Emitted as a hashed asset (assets/favicon-<hash>.svg, cached immutable), never a data: URL.
+import faviconUrl from './favicon.svg';
 
 export function App({ controller }: { controller: Controller }) {
   const state = useSyncExternalStore(controller.subscribe, controller.getState);
@@ -38,7 +40,7 @@ export function App({ controller }: { controller: Controller }) {
     <div className="app">
       <header className="topbar">
         <h1 className="brand">
-          <img src="/favicon.svg" alt="" width="22" height="22" />
+          <img src={faviconUrl} alt="" width="22" height="22" />
           agent-mesh
         </h1>
         {state.me && (

@@ -3,10 +3,15 @@
 // MeshAgent), discovery with online state, ACL rules and grants, conversations, incoming chat
 // requests answered by the person. Components read the immutable `state` through
 // useSyncExternalStore and call the methods.
+//
+// Sessions: every login attempt (token, device flow, a new key) and every logout takes a new
+// generation; anything that finishes late for an older generation is dropped. A session (the
+// agent, its loops, the registry with the user's token) is torn down completely before the next one
+// starts, and every await in it re-checks that its session is still the current one.
 import { MeshError } from '../../client/src/errors.js';
 import { Identity } from '../../client/src/identity.js';
 import type { JsonValue } from '../../client/src/ijson.js';
-import { MeshAgent, type IncomingCall, type LinkStatus } from '../../client/src/mesh.js';
+import { MeshAgent, type Handler, type IncomingCall, type LinkStatus, type MeshAgentOptions, type RequestOptions } from '../../client/src/mesh.js';
 import {
   RegistryClient,
   mayManage,
@@ -18,7 +23,8 @@ import {
   type Me,
   type RegistryInfo,
 } from '../../client/src/registry.js';
-import { forgetToken, loadSeed, loadToken, saveSeedOnce, saveToken } from './keystore.js';
+import { showBody, type ShownBody } from './format.js';
+import { indexedDbStore, type KeyStore } from './keystore.js';
 
 /** Unanswered incoming chat requests fail with `timeout` after this long (cli-mcp-web.md). */
 export const INCOMING_TIMEOUT_MS = 60_000;
@@ -29,7 +35,20 @@ const CHAT_TIMEOUT_MS = 70_000;
 const GRANT_PROPAGATION_MS = 6_000;
 const GRANT_RETRY_MS = 250;
 const DISCOVERY_INTERVAL_MS = 4_000;
+/** Discovery failing: the interval doubles per failure up to this. */
+const DISCOVERY_MAX_BACKOFF_MS = 60_000;
 const SYNC_WAIT_S = 25;
+/** The device flow never polls faster than this, whatever the server says. */
+const DEVICE_POLL_MIN_MS = 1_000;
+/** Waiting for the old agent's refusals to go out before its relay connection closes. */
+const CLOSE_GRACE_MS = 1_000;
+
+/** Messages kept per conversation; older finished ones are dropped ("N earlier messages hidden"). */
+export const MAX_CONVERSATION_ITEMS = 200;
+/** Stream chunks kept per message; older ones are dropped ("N earlier chunks hidden"). */
+export const MAX_SHOWN_CHUNKS = 200;
+/** Chat requests one sender may have waiting for the person; more are refused `rate_limited`. */
+export const MAX_WAITING_PER_SENDER = 10;
 
 export type Phase = 'starting' | 'login' | 'connecting' | 'ready';
 export type LinkState = 'connecting' | 'online' | 'offline' | 'closed';
@@ -44,20 +63,26 @@ export interface OutgoingItem {
   id: string;
   capability: string;
   mode: 'request' | 'stream';
-  body: JsonValue;
+  body: ShownBody;
   at: number;
   status: 'pending' | 'streaming' | 'done' | 'error' | 'cancelled';
-  response?: JsonValue;
-  chunks: JsonValue[];
+  response?: ShownBody;
+  /** The last MAX_SHOWN_CHUNKS chunks. */
+  chunks: readonly ShownBody[];
+  /** All chunks received (chunkCount - chunks.length are hidden). */
+  chunkCount: number;
   error?: ShownError;
 }
 
 export interface IncomingItem {
   kind: 'in';
+  /** Local and unique: the sender chooses callId, so it identifies nothing on its own. */
   id: string;
+  /** The request's ID as the sender sent it. */
+  callId: string;
   from: string;
   capability: string;
-  body: JsonValue;
+  body: ShownBody;
   at: number;
   deadline: number;
   status: 'waiting' | 'answered' | 'timeout' | 'cancelled';
@@ -65,6 +90,12 @@ export interface IncomingItem {
 }
 
 export type ConversationItem = OutgoingItem | IncomingItem;
+
+export interface ConversationState {
+  items: readonly ConversationItem[];
+  /** Earlier messages dropped to keep the conversation bounded. */
+  hidden: number;
+}
 
 export interface DeviceState extends DeviceLogin {
   started: number;
@@ -74,19 +105,27 @@ export interface AppState {
   phase: Phase;
   info?: RegistryInfo;
   me?: Me;
-  token?: string;
   agentId?: string;
   groupId?: string;
   link: { state: LinkState; reason?: string };
   agents: AgentCardResource[];
   agentsError?: ShownError;
   agentsLoaded: boolean;
+  /** When discovery last succeeded (the list is stale while agentsError is set). */
+  agentsUpdatedAt?: number;
+  /** The rules of the user's groups (discovery). */
   rules: AclRule[];
-  conversations: Readonly<Record<string, readonly ConversationItem[]>>;
+  /** The rules this browser's agent enforces (its own ACL sync): who may send it `chat`. */
+  ownRules: readonly AclRule[];
+  conversations: Readonly<Record<string, ConversationState>>;
   unread: Readonly<Record<string, number>>;
   selected?: string;
   loginBusy: boolean;
   loginError?: ShownError;
+  /** The remembered login failed for a reason other than the token (the registry is down, say): it is kept. */
+  loginRetry: boolean;
+  /** This browser's key was revoked: a new one can be made (makeNewKey). */
+  keyRevoked: boolean;
   device?: DeviceState;
   /** A problem that is not tied to one message (registration, grants, the ACL sync). */
   notice?: ShownError;
@@ -120,6 +159,23 @@ export function relayFor(info: RegistryInfo, page: { protocol: string; host: str
   return { url: `${scheme}//${page.host}/relay/ws`, expectedRelayId: info.relay_url };
 }
 
+/**
+ * Whether a device-flow verification URI may be shown as a link: https, or plain http on the
+ * loopback host (the GitHub stand-in of the tests). Anything else is shown as text only.
+ */
+export function safeVerificationUri(uri: string | undefined): boolean {
+  if (uri === undefined) return false;
+  let url: URL;
+  try {
+    url = new URL(uri);
+  } catch {
+    return false;
+  }
+  if (url.username !== '' || url.password !== '') return false;
+  if (url.protocol === 'https:') return true;
+  return url.protocol === 'http:' && (url.hostname === '127.0.0.1' || url.hostname === 'localhost' || url.hostname === '[::1]');
+}
+
 function linkOf(status: LinkStatus): { state: LinkState; reason?: string } {
   switch (status.state) {
     case 'connecting':
@@ -133,27 +189,70 @@ function linkOf(status: LinkStatus): { state: LinkState; reason?: string } {
   }
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
+/** Resolves after `ms`, or at once when `signal` aborts or `wake` fires. */
+function sleep(ms: number, signal: AbortSignal, wake?: Set<() => void>): Promise<void> {
   return new Promise((resolve) => {
+    if (signal.aborted) {
+      resolve();
+      return;
+    }
     const timer = setTimeout(done, ms);
     function done(): void {
       clearTimeout(timer);
       signal.removeEventListener('abort', done);
+      wake?.delete(done);
       resolve();
     }
     signal.addEventListener('abort', done, { once: true });
+    wake?.add(done);
   });
 }
 
+function active(item: ConversationItem): boolean {
+  return item.status === 'pending' || item.status === 'streaming' || item.status === 'waiting';
+}
+
+const NO_CONVERSATION: ConversationState = { items: [], hidden: 0 };
+
 interface PendingIncoming {
+  from: string;
+  itemId: string;
   resolve: (body: JsonValue) => void;
   reject: (e: MeshError) => void;
   timer: ReturnType<typeof setTimeout>;
 }
 
+/** What the controller needs of the browser's agent (MeshAgent; a fake in unit tests). */
+export interface AgentLike {
+  handle(capability: string, handler: Handler): unknown;
+  request(target: string, capability: string, body: JsonValue, options?: RequestOptions): Promise<JsonValue>;
+  stream(target: string, capability: string, body: JsonValue, options?: RequestOptions): AsyncIterable<JsonValue>;
+  close(options?: { graceMs?: number }): Promise<void>;
+}
+
+export type AgentFactory = (identity: Identity, options: MeshAgentOptions) => AgentLike;
+
+/** The page's visibility (document), to pause discovery in background tabs. */
+export interface VisibilitySource {
+  readonly hidden: boolean;
+  addEventListener(type: 'visibilitychange', listener: () => void): void;
+}
+
 export interface ControllerOptions {
   registry?: RegistryClient;
   page?: { protocol: string; host: string };
+  /** Where the seed and the token are kept (default IndexedDB). */
+  store?: KeyStore;
+  /** Makes the browser's agent (default: MeshAgent). */
+  createAgent?: AgentFactory;
+  /** Default INCOMING_TIMEOUT_MS (60 s). */
+  incomingTimeoutMs?: number;
+  /** Default 4 s. */
+  discoveryIntervalMs?: number;
+  /** Default 1 s. */
+  devicePollMinMs?: number;
+  /** Default: the page's document, when there is one. */
+  visibility?: VisibilitySource;
 }
 
 export class Controller {
@@ -163,29 +262,71 @@ export class Controller {
     agents: [],
     agentsLoaded: false,
     rules: [],
+    ownRules: [],
     conversations: {},
     unread: {},
     loginBusy: false,
+    loginRetry: false,
+    keyRevoked: false,
     granting: {},
   };
 
   private readonly listeners = new Set<() => void>();
   private readonly base: RegistryClient;
   private readonly page: { protocol: string; host: string };
+  private readonly store: KeyStore;
+  private readonly createAgent: AgentFactory;
+  private readonly incomingTimeoutMs: number;
+  private readonly discoveryIntervalMs: number;
+  private readonly devicePollMinMs: number;
+  private readonly visibility: VisibilitySource | undefined;
+  /** Sleepers to wake when the page becomes visible again. */
+  private readonly onVisible = new Set<() => void>();
+
+  /** Bumped by every login attempt and logout: late results of older ones are dropped. */
+  private generation = 0;
+  private deviceAbort?: AbortController;
+  /** Token store writes, in order (a logout's delete never overtakes a login's save). */
+  private storeQueue: Promise<void> = Promise.resolve();
+  /** The login whose key turned out revoked, for makeNewKey. */
+  private revokedLogin?: { me: Me; registry: RegistryClient };
+
+  // ---- the session (reset by stopSession) ----
+  private session?: AbortController;
   private registry?: RegistryClient;
   private agentRegistry?: RegistryClient;
-  private agent?: MeshAgent;
-  private session?: AbortController;
-  private deviceAbort?: AbortController;
+  private agent?: AgentLike;
+  /** The previous agent's close, awaited before a new agent dials the relay. */
+  private closing?: Promise<void>;
   private syncRules: AclRule[] = [];
   private revoked = new Set<string>();
   private readonly grantedAt = new Map<string, { at: number; capabilities: string[] }>();
+  /** Incoming chat requests waiting for the person, by `${from} ${callId}`. */
   private readonly pendingIncoming = new Map<string, PendingIncoming>();
   private readonly outgoingAbort = new Map<string, AbortController>();
+  private refreshing?: Promise<void>;
+  private refreshAgain = false;
+  /** Bumped when a grant adds a rule: a discovery answer started before it lacks the rule. */
+  private rulesEpoch = 0;
+  private refreshSeq = 0;
+  private appliedRefreshSeq = 0;
 
   constructor(options: ControllerOptions = {}) {
     this.base = options.registry ?? new RegistryClient();
     this.page = options.page ?? { protocol: location.protocol, host: location.host };
+    this.store = options.store ?? indexedDbStore;
+    this.createAgent = options.createAgent ?? ((identity, agentOptions) => new MeshAgent(identity, agentOptions));
+    this.incomingTimeoutMs = options.incomingTimeoutMs ?? INCOMING_TIMEOUT_MS;
+    this.discoveryIntervalMs = options.discoveryIntervalMs ?? DISCOVERY_INTERVAL_MS;
+    this.devicePollMinMs = options.devicePollMinMs ?? DEVICE_POLL_MIN_MS;
+    this.visibility = options.visibility ?? (typeof document === 'undefined' ? undefined : document);
+    const visibility = this.visibility;
+    visibility?.addEventListener('visibilitychange', () => {
+      if (visibility.hidden) return;
+      const sleepers = [...this.onVisible];
+      this.onVisible.clear();
+      for (const wake of sleepers) wake();
+    });
   }
 
   subscribe = (listener: () => void): (() => void) => {
@@ -200,28 +341,52 @@ export class Controller {
     for (const l of this.listeners) l();
   }
 
+  private live(session: AbortController | undefined): session is AbortController {
+    return session !== undefined && this.session === session && !session.signal.aborted;
+  }
+
+  private storeOp(op: () => Promise<void>): Promise<void> {
+    const next = this.storeQueue.then(op).catch(() => undefined);
+    this.storeQueue = next;
+    return next;
+  }
+
   // ---- start and login ----
 
   async start(): Promise<void> {
+    const gen = ++this.generation;
+    this.set({ loginRetry: false, loginError: undefined });
     let info: RegistryInfo;
     try {
       info = await this.base.info();
     } catch (e) {
-      this.set({ phase: 'login', loginError: { ...shown(e), message: `the registry does not answer: ${shown(e).message}` } });
+      if (gen !== this.generation) return;
+      this.set({
+        phase: 'login',
+        loginRetry: true,
+        loginError: { ...shown(e), message: `the registry does not answer: ${shown(e).message}` },
+      });
       return;
     }
+    if (gen !== this.generation) return;
     this.set({ info });
     let token: string | undefined;
     try {
-      token = await loadToken();
+      token = await this.store.loadToken();
     } catch {
       token = undefined;
     }
+    if (gen !== this.generation) return;
     if (token === undefined) {
       this.set({ phase: 'login' });
       return;
     }
     await this.loginWithToken(token, true);
+  }
+
+  /** Tries again after the registry did not answer (the remembered token is still kept). */
+  retry(): Promise<void> {
+    return this.start();
   }
 
   async loginWithToken(raw: string, remembered = false): Promise<void> {
@@ -230,54 +395,75 @@ export class Controller {
       this.set({ loginError: { code: 'bad_request', message: 'paste one API token (no spaces)' } });
       return;
     }
-    this.set({ loginBusy: true, loginError: undefined });
+    // A device login still polling would log someone in over this one.
+    this.stopDeviceFlow();
+    const gen = ++this.generation;
+    this.revokedLogin = undefined;
+    this.set({ loginBusy: true, loginError: undefined, loginRetry: false, keyRevoked: false });
     const registry = this.base.with({ token });
     let me: Me;
     try {
       me = await registry.me();
     } catch (e) {
+      if (gen !== this.generation) return;
       const error = shown(e);
+      // Only the registry refusing the token makes it useless; a registry that is down, slow or
+      // unreachable says nothing about it.
+      const refused = error.code === 'unauthorized' || error.code === 'forbidden';
       if (error.code === 'forbidden') error.message = 'this is the registry admin token, which has no user; log in with a user API token';
-      if (error.code === 'unauthorized') error.message = `the registry refused the token: ${error.message}`;
-      if (remembered) await forgetToken().catch(() => undefined);
-      this.set({ phase: 'login', loginBusy: false, loginError: remembered && error.code === 'unauthorized' ? undefined : error });
+      if (error.code === 'unauthorized') {
+        error.message = remembered ? `the saved login is no longer valid (${error.message}); log in again` : `the registry refused the token: ${error.message}`;
+      }
+      if (remembered && refused) {
+        await this.storeOp(() => this.store.forgetToken());
+        if (gen !== this.generation) return;
+      }
+      if (remembered && !refused) error.message = `logging in with the saved token failed: ${error.message}; it is kept, try again`;
+      this.set({ phase: 'login', loginBusy: false, loginError: error, loginRetry: remembered && !refused });
       return;
     }
-    try {
-      await saveToken(token);
-    } catch {
-      // Not kept across reloads; the session still works.
+    if (gen !== this.generation) return;
+    if (!remembered) {
+      // Not kept across reloads when this fails; the session still works.
+      await this.storeOp(async () => {
+        if (gen === this.generation) await this.store.saveToken(token);
+      });
+      if (gen !== this.generation) return;
     }
-    this.set({ me, token, loginBusy: false, phase: 'connecting' });
-    this.registry = registry;
-    await this.connect(me, registry);
+    this.set({ me, loginBusy: false, phase: 'connecting' });
+    await this.connect(me, registry, gen);
   }
 
   async startDeviceLogin(): Promise<void> {
-    this.cancelDeviceLogin();
+    this.stopDeviceFlow();
+    const gen = ++this.generation;
     const abort = new AbortController();
     this.deviceAbort = abort;
-    this.set({ loginBusy: true, loginError: undefined });
+    const current = (): boolean => !abort.signal.aborted && gen === this.generation;
+    this.set({ loginBusy: true, loginError: undefined, loginRetry: false });
     try {
       const login = await this.base.startDeviceLogin(abort.signal);
+      if (!current()) return;
       this.set({ device: { ...login, started: Date.now() }, loginBusy: false });
-      let interval = Math.max(login.interval, 1) * 1000;
+      let interval = Math.max(login.interval * 1000, this.devicePollMinMs);
       const deadline = Date.now() + login.expiresIn * 1000;
-      while (!abort.signal.aborted) {
+      for (;;) {
         await sleep(interval, abort.signal);
-        if (abort.signal.aborted) return;
+        if (!current()) return;
         if (Date.now() > deadline) throw new MeshError('expired_token', 'the login code expired before it was approved; start again');
         const poll = await this.base.pollDeviceLogin(login.deviceCode, abort.signal);
+        if (!current()) return;
         if (poll.state === 'approved') {
-          this.set({ device: undefined });
           this.deviceAbort = undefined;
+          this.set({ device: undefined });
           await this.loginWithToken(poll.token);
           return;
         }
         if (poll.state === 'slow_down') interval = Math.max(interval + 5000, poll.interval * 1000);
       }
     } catch (e) {
-      if (abort.signal.aborted) return;
+      if (!current()) return;
+      this.deviceAbort = undefined;
       const error = shown(e);
       if (error.code === 'not_found') error.message = 'this server has no GitHub login configured; paste an API token instead';
       this.set({ device: undefined, loginBusy: false, loginError: error });
@@ -285,59 +471,127 @@ export class Controller {
   }
 
   cancelDeviceLogin(): void {
+    ++this.generation;
+    this.stopDeviceFlow();
+    if (this.state.loginBusy) this.set({ loginBusy: false });
+  }
+
+  private stopDeviceFlow(): void {
     this.deviceAbort?.abort();
     this.deviceAbort = undefined;
-    if (this.state.device || this.state.loginBusy) this.set({ device: undefined, loginBusy: false });
+    if (this.state.device) this.set({ device: undefined });
+  }
+
+  /** The browser's key was revoked: forget its seed and register a new agent for the same login. */
+  async makeNewKey(): Promise<void> {
+    const revoked = this.revokedLogin;
+    if (!revoked) return;
+    this.revokedLogin = undefined;
+    const gen = ++this.generation;
+    this.set({ loginBusy: true, loginError: undefined, keyRevoked: false });
+    try {
+      await this.store.forgetSeed(revoked.me.user.id);
+    } catch (e) {
+      if (gen !== this.generation) return;
+      this.set({ loginBusy: false, loginError: { ...shown(e), message: `the old key could not be dropped: ${shown(e).message}` } });
+      return;
+    }
+    if (gen !== this.generation) return;
+    this.set({ me: revoked.me, loginBusy: false, phase: 'connecting' });
+    await this.connect(revoked.me, revoked.registry, gen);
   }
 
   async logout(): Promise<void> {
-    this.stopSession();
-    await forgetToken().catch(() => undefined);
+    ++this.generation;
+    this.stopDeviceFlow();
+    this.revokedLogin = undefined;
+    const closed = this.stopSession('the person logged out');
     this.set({
       phase: 'login',
       me: undefined,
-      token: undefined,
+      loginBusy: false,
+      loginError: undefined,
+      loginRetry: false,
+      keyRevoked: false,
+    });
+    await this.storeOp(() => this.store.forgetToken());
+    await closed;
+  }
+
+  /**
+   * Ends the session: its loops and requests, the registry with the user's token, the rules, the
+   * conversations. Waiting incoming chats are refused first; the agent then closes with a grace
+   * period so those refusals reach their senders (closing aborts the handlers' signals, and a reply
+   * on an aborted signal is dropped). Resolves when the agent is closed.
+   */
+  private stopSession(reason = 'the person left'): Promise<void> {
+    this.session?.abort();
+    this.session = undefined;
+    this.registry = undefined;
+    this.agentRegistry = undefined;
+    this.syncRules = [];
+    this.revoked = new Set();
+    this.grantedAt.clear();
+    this.refreshing = undefined;
+    this.refreshAgain = false;
+    this.rulesEpoch += 1;
+    const pending = [...this.pendingIncoming.values()];
+    this.pendingIncoming.clear();
+    for (const entry of pending) {
+      clearTimeout(entry.timer);
+      entry.reject(new MeshError('unreachable', `${reason}; nobody will answer this chat message`));
+    }
+    for (const [, abort] of this.outgoingAbort) abort.abort();
+    this.outgoingAbort.clear();
+    this.set({
       agentId: undefined,
       groupId: undefined,
       link: { state: 'offline' },
       agents: [],
       agentsLoaded: false,
       agentsError: undefined,
+      agentsUpdatedAt: undefined,
       rules: [],
+      ownRules: [],
       conversations: {},
       unread: {},
       selected: undefined,
       notice: undefined,
       granting: {},
     });
-  }
-
-  private stopSession(): void {
-    this.session?.abort();
-    this.session = undefined;
-    for (const [, pending] of this.pendingIncoming) {
-      clearTimeout(pending.timer);
-      pending.reject(new MeshError('unreachable', 'the person logged out'));
-    }
-    this.pendingIncoming.clear();
-    for (const [, abort] of this.outgoingAbort) abort.abort();
-    this.outgoingAbort.clear();
     const agent = this.agent;
     this.agent = undefined;
-    if (agent) void agent.close().catch(() => undefined);
+    if (agent) {
+      const closing: Promise<void> = agent
+        .close({ graceMs: CLOSE_GRACE_MS })
+        .catch(() => undefined)
+        .finally(() => {
+          if (this.closing === closing) this.closing = undefined;
+        });
+      this.closing = closing;
+    }
+    return this.closing ?? Promise.resolve();
   }
 
   // ---- the browser's agent ----
 
-  private async connect(me: Me, registry: RegistryClient): Promise<void> {
+  private async connect(me: Me, registry: RegistryClient, gen: number): Promise<void> {
+    const previous = this.stopSession('this browser logged in again');
     const session = new AbortController();
     this.session = session;
+    const current = (): boolean => this.live(session) && gen === this.generation;
+    let agentId: string | undefined;
     try {
+      // The old agent's relay connection goes first, or the two would replace each other (4009).
+      await previous;
+      if (!current()) return;
       const group = personalGroup(me);
-      const stored = await loadSeed(me.user.id);
-      const seed = stored ?? (await saveSeedOnce(me.user.id, Identity.generate().seed));
+      const stored = await this.store.loadSeed(me.user.id);
+      if (!current()) return;
+      const seed = stored ?? (await this.store.saveSeedOnce(me.user.id, Identity.generate().seed));
+      if (!current()) return;
       const identity = Identity.fromSeed(seed);
-      this.set({ agentId: identity.agentId, groupId: group.id });
+      agentId = identity.agentId;
       await registry.registerCard(identity, group.id, {
         name: `${me.user.login} (browser ${identity.agentId.slice(0, 6)})`,
         description: 'A person in the agent-mesh web UI: chat requests are read and answered by hand.',
@@ -351,19 +605,29 @@ export class Controller {
         ],
         metadata: { kind: 'browser' },
       });
-      if (session.signal.aborted) return;
-      this.agentRegistry = registry.with({ identity });
+      if (!current()) return;
       const info = this.state.info ?? (await this.base.info());
+      if (!current()) return;
+      this.registry = registry;
+      this.agentRegistry = registry.with({ identity });
+      this.set({ agentId: identity.agentId, groupId: group.id });
       const relay = relayFor(info, this.page);
-      const agent = new MeshAgent(identity, {
+      const agent = this.createAgent(identity, {
         relayUrl: relay.url,
         ...(relay.expectedRelayId === undefined ? {} : { expectedRelayId: relay.expectedRelayId }),
         onStatus: (status) => {
           if (this.agent !== agent) return;
+          if (status.state === 'closed' && status.code === 'revoked') {
+            // Not from inside the link's own callback: it closes the agent.
+            queueMicrotask(() => {
+              if (this.agent === agent) this.keyRevoked(me, registry, identity.agentId);
+            });
+            return;
+          }
           const wasOnline = this.state.link.state === 'online';
           this.set({ link: linkOf(status) });
           // Discovery reads liveness at query time: show this browser online at once.
-          if (!wasOnline && status.state === 'online') void this.refresh(session.signal);
+          if (!wasOnline && status.state === 'online') void this.refresh();
         },
         isAllowed: (from, capability) => this.incomingAllowed(from, capability),
         isRevoked: (from) => this.revoked.has(from),
@@ -371,17 +635,43 @@ export class Controller {
       this.agent = agent;
       agent.handle('chat', (call) => this.incoming(call));
       this.set({ phase: 'ready', link: this.state.link.state === 'offline' ? { state: 'connecting' } : this.state.link });
-      void this.discoveryLoop(session.signal);
-      void this.syncLoop(session.signal);
+      void this.discoveryLoop(session);
+      void this.syncLoop(session);
     } catch (e) {
-      if (session.signal.aborted) return;
+      if (!current()) return;
       const error = shown(e);
+      if (error.code === 'revoked') {
+        this.keyRevoked(me, registry, agentId);
+        return;
+      }
+      void this.stopSession('registering this browser failed');
+      if (error.code === 'unauthorized') void this.storeOp(() => this.store.forgetToken());
+      // Not signed in: the login screen must not claim otherwise.
       this.set({
         phase: 'login',
+        me: undefined,
+        loginBusy: false,
         loginError: { code: error.code, message: `registering this browser as an agent failed: ${error.message}` },
       });
-      this.stopSession();
     }
+  }
+
+  /** The registry or the relay refuses this browser's key: say so and offer a new key. */
+  private keyRevoked(me: Me, registry: RegistryClient, agentId: string | undefined): void {
+    void this.stopSession("this browser's key was revoked");
+    this.revokedLogin = { me, registry };
+    this.set({
+      phase: 'login',
+      me: undefined,
+      loginBusy: false,
+      keyRevoked: true,
+      loginError: {
+        code: 'revoked',
+        message:
+          `this browser's key${agentId ? ` (agent ${agentId})` : ''} was revoked, so ${me.user.login} cannot use it any more. ` +
+          'Make a new key to continue: this browser then becomes a new agent with a new ID, and rules granted to the old one do not apply to it.',
+      },
+    });
   }
 
   private incomingAllowed(from: string, capability: string): boolean {
@@ -391,23 +681,27 @@ export class Controller {
   }
 
   /** This agent's own rules through the registry's long poll (agent signature), like meshd's sync. */
-  private async syncLoop(signal: AbortSignal): Promise<void> {
+  private async syncLoop(session: AbortController): Promise<void> {
+    const registry = this.agentRegistry;
+    if (!registry) return;
+    const signal = session.signal;
     let since = 0;
     let first = true;
     let failures = 0;
-    while (!signal.aborted) {
-      const registry = this.agentRegistry;
-      if (!registry) return;
+    while (this.live(session)) {
       try {
         const doc = await registry.aclSync(since, first ? 0 : SYNC_WAIT_S, signal);
+        if (!this.live(session)) return;
+        const changed = first || doc.version !== since;
         first = false;
         failures = 0;
         since = doc.version;
         this.syncRules = doc.rules;
         this.revoked = new Set(doc.revoked);
+        if (changed) this.set({ ownRules: doc.rules });
         if (this.state.notice?.code === 'acl_sync') this.set({ notice: undefined });
       } catch (e) {
-        if (signal.aborted) return;
+        if (!this.live(session)) return;
         failures += 1;
         if (failures >= 3) this.set({ notice: { code: shown(e).code, message: `the ACL sync fails: ${shown(e).message}` } });
         await sleep(Math.min(30_000, 1000 * 2 ** Math.min(failures, 5)), signal);
@@ -415,24 +709,77 @@ export class Controller {
     }
   }
 
-  private async discoveryLoop(signal: AbortSignal): Promise<void> {
-    while (!signal.aborted) {
-      await this.refresh(signal);
-      await sleep(DISCOVERY_INTERVAL_MS, signal);
+  /** Discovery every few seconds while the page is visible; backs off while it fails. */
+  private async discoveryLoop(session: AbortController): Promise<void> {
+    let failures = 0;
+    while (this.live(session)) {
+      if (this.visibility?.hidden) {
+        // A background tab polls nothing; it refreshes as soon as it is shown again.
+        await new Promise<void>((resolve) => {
+          const wake = (): void => {
+            session.signal.removeEventListener('abort', wake);
+            this.onVisible.delete(wake);
+            resolve();
+          };
+          session.signal.addEventListener('abort', wake, { once: true });
+          this.onVisible.add(wake);
+        });
+        continue;
+      }
+      await this.refresh();
+      if (!this.live(session)) return;
+      failures = this.state.agentsError ? failures + 1 : 0;
+      const wait = failures === 0 ? this.discoveryIntervalMs : Math.min(DISCOVERY_MAX_BACKOFF_MS, this.discoveryIntervalMs * 2 ** failures);
+      await sleep(wait, session.signal, this.onVisible);
     }
   }
 
-  /** Discovery (with online state) and the rules of the user's groups. */
-  async refresh(signal?: AbortSignal): Promise<void> {
+  /**
+   * Discovery (with online state) and the rules of the user's groups. One refresh runs at a time;
+   * asking while one runs queues exactly one more, so answers land in order.
+   */
+  refresh(): Promise<void> {
+    const session = this.session;
+    if (!this.live(session) || !this.registry) return Promise.resolve();
+    if (this.refreshing) {
+      this.refreshAgain = true;
+      return this.refreshing;
+    }
+    let run: Promise<void> | undefined;
+    run = (async () => {
+      try {
+        do {
+          this.refreshAgain = false;
+          await this.refreshOnce(session);
+        } while (this.refreshAgain && this.live(session));
+      } finally {
+        if (this.refreshing === run) this.refreshing = undefined;
+      }
+    })();
+    this.refreshing = run;
+    return run;
+  }
+
+  private async refreshOnce(session: AbortController): Promise<void> {
     const registry = this.registry;
-    if (!registry) return;
+    if (!registry || !this.live(session)) return;
+    const seq = ++this.refreshSeq;
+    const epoch = this.rulesEpoch;
     try {
-      const [agents, rules] = await Promise.all([registry.discoverAll({}, signal), registry.listAllAcl(undefined, signal)]);
-      if (signal?.aborted || this.registry !== registry) return;
+      const [agents, rules] = await Promise.all([
+        registry.discoverAll({}, session.signal),
+        registry.listAllAcl(undefined, session.signal),
+      ]);
+      if (!this.live(session) || seq < this.appliedRefreshSeq) return;
+      this.appliedRefreshSeq = seq;
       agents.sort((a, b) => Number(b.online) - Number(a.online) || a.name.localeCompare(b.name) || a.agent_id.localeCompare(b.agent_id));
-      this.set({ agents, rules, agentsLoaded: true, agentsError: undefined });
+      const update: Partial<AppState> = { agents, agentsLoaded: true, agentsError: undefined, agentsUpdatedAt: Date.now() };
+      // A grant landed meanwhile: these rules may predate it. Keep ours and ask again.
+      if (epoch === this.rulesEpoch) update.rules = rules;
+      else this.refreshAgain = true;
+      this.set(update);
     } catch (e) {
-      if (signal?.aborted) return;
+      if (!this.live(session)) return;
       this.set({ agentsError: shown(e), agentsLoaded: true });
     }
   }
@@ -455,109 +802,176 @@ export class Controller {
     return me !== undefined && card.group_id === this.state.groupId && card.agent_id !== this.state.agentId && mayManage(me, card);
   }
 
+  /**
+   * Whether the user owns the agent (this browser, or an agent they may manage); agents they do not
+   * own are shown with their full ID next to the (self-chosen) name. Pass the card when at hand.
+   */
+  owns(agentId: string, card?: AgentCardResource): boolean {
+    if (agentId === this.state.agentId) return true;
+    const me = this.state.me;
+    const known = card ?? this.state.agents.find((a) => a.agent_id === agentId);
+    return me !== undefined && known !== undefined && mayManage(me, known);
+  }
+
   /** May this browser call `capability` (any, when omitted) on the agent? (the registry's rules) */
   mayCall(target: string, capability?: string): boolean {
     const me = this.state.agentId;
     return me !== undefined && ruleAllows(this.state.rules, me, target, capability);
   }
 
-  /** May the agent send us chat requests? */
+  /** May the agent send us chat requests? (a rule in the registry, or one our sync already has) */
   mayChatWithMe(source: string): boolean {
     const me = this.state.agentId;
-    return me !== undefined && ruleAllows(this.state.rules, source, me, 'chat');
+    return me !== undefined && (ruleAllows(this.state.rules, source, me, 'chat') || ruleAllows(this.state.ownRules, source, me, 'chat'));
   }
 
-  /** A rule letting this browser call the agent's capabilities. */
-  async grantAccess(card: AgentCardResource): Promise<void> {
-    await this.grant(`call:${card.agent_id}`, {
+  /** Does this browser's agent already enforce a rule letting the agent chat with it? (its ACL sync) */
+  chatActive(source: string): boolean {
+    const me = this.state.agentId;
+    return me !== undefined && ruleAllows(this.state.ownRules, source, me, 'chat');
+  }
+
+  /** A rule letting this browser call the agent's capabilities. True when it was created. */
+  async grantAccess(card: AgentCardResource): Promise<boolean> {
+    const me = this.state.agentId;
+    if (me === undefined) return false;
+    const capabilities = card.capabilities.map((c) => c.name);
+    const ok = await this.grant(`call:${card.agent_id}`, {
       group_id: card.group_id,
-      source: this.state.agentId ?? '',
+      source: me,
       target: card.agent_id,
-      allowed_capabilities: card.capabilities.map((c) => c.name),
+      allowed_capabilities: capabilities,
     });
-    this.grantedAt.set(card.agent_id, { at: Date.now(), capabilities: card.capabilities.map((c) => c.name) });
+    if (ok) this.grantedAt.set(card.agent_id, { at: Date.now(), capabilities });
+    return ok;
   }
 
-  /** A rule letting the agent send this browser `chat` requests. */
-  async allowChat(card: AgentCardResource): Promise<void> {
-    await this.grant(`chat:${card.agent_id}`, {
+  /** A rule letting the agent send this browser `chat` requests. True when it was created. */
+  async allowChat(card: AgentCardResource): Promise<boolean> {
+    const me = this.state.agentId;
+    if (me === undefined) return false;
+    return this.grant(`chat:${card.agent_id}`, {
       group_id: card.group_id,
       source: card.agent_id,
-      target: this.state.agentId ?? '',
+      target: me,
       allowed_capabilities: ['chat'],
     });
   }
 
-  private async grant(key: string, rule: { group_id: string; source: string; target: string; allowed_capabilities: string[] }): Promise<void> {
+  private async grant(key: string, rule: { group_id: string; source: string; target: string; allowed_capabilities: string[] }): Promise<boolean> {
+    const session = this.session;
     const registry = this.registry;
-    if (!registry) return;
+    if (!this.live(session) || !registry || this.state.granting[key]) return false;
     this.set({ granting: { ...this.state.granting, [key]: true }, notice: undefined });
     try {
       const created = await registry.grant(rule);
-      this.set({ rules: [...this.state.rules, created] });
+      if (!this.live(session)) return false;
+      this.rulesEpoch += 1;
+      this.set({ rules: [...this.state.rules.filter((r) => r.id !== created.id), created] });
+      return true;
     } catch (e) {
+      if (!this.live(session)) return false;
       const error = shown(e);
       this.set({ notice: { code: error.code, message: `granting access failed: ${error.message}` } });
+      return false;
     } finally {
-      const granting = { ...this.state.granting };
-      delete granting[key];
-      this.set({ granting });
+      if (this.live(session)) {
+        const granting = { ...this.state.granting };
+        delete granting[key];
+        this.set({ granting });
+      }
     }
   }
 
   // ---- conversations ----
 
-  private items(agentId: string): readonly ConversationItem[] {
-    return this.state.conversations[agentId] ?? [];
+  private conversation(agentId: string): ConversationState {
+    return this.state.conversations[agentId] ?? NO_CONVERSATION;
   }
 
-  private upsert(agentId: string, item: ConversationItem): void {
-    const list = this.items(agentId);
-    const index = list.findIndex((i) => i.id === item.id);
-    const next = index < 0 ? [...list, item] : list.map((i, n) => (n === index ? item : i));
-    this.set({ conversations: { ...this.state.conversations, [agentId]: next } });
+  /** Appends an item; past MAX_CONVERSATION_ITEMS the oldest finished ones are dropped and counted. */
+  private addItem(agentId: string, item: ConversationItem, extra: Partial<AppState> = {}): void {
+    const conversation = this.conversation(agentId);
+    let items: readonly ConversationItem[] = [...conversation.items, item];
+    let hidden = conversation.hidden;
+    if (items.length > MAX_CONVERSATION_ITEMS) {
+      let excess = items.length - MAX_CONVERSATION_ITEMS;
+      items = items.filter((i) => {
+        if (excess > 0 && !active(i)) {
+          excess -= 1;
+          hidden += 1;
+          return false;
+        }
+        return true;
+      });
+    }
+    this.set({ ...extra, conversations: { ...this.state.conversations, [agentId]: { items, hidden } } });
   }
 
   private patchItem<T extends ConversationItem>(agentId: string, id: string, patch: (item: T) => T): void {
-    const item = this.items(agentId).find((i) => i.id === id) as T | undefined;
-    if (item) this.upsert(agentId, patch(item));
+    const conversation = this.state.conversations[agentId];
+    if (!conversation) return;
+    const index = conversation.items.findIndex((i) => i.id === id);
+    if (index < 0) return;
+    const item = conversation.items[index] as T;
+    const next = patch(item);
+    if (next === item) return;
+    const items = conversation.items.slice();
+    items[index] = next;
+    this.set({ conversations: { ...this.state.conversations, [agentId]: { items, hidden: conversation.hidden } } });
+  }
+
+  private findItem(agentId: string, id: string): ConversationItem | undefined {
+    return this.state.conversations[agentId]?.items.find((i) => i.id === id);
   }
 
   /** Sends a request or a stream request; the answer, chunks or error land in the conversation. */
   async send(target: string, capability: string, mode: 'request' | 'stream', body: JsonValue): Promise<void> {
     const agent = this.agent;
-    if (!agent) return;
+    const session = this.session;
+    if (!agent || !this.live(session)) return;
     const id = newId();
     const abort = new AbortController();
     this.outgoingAbort.set(id, abort);
-    const item: OutgoingItem = { kind: 'out', id, capability, mode, body, at: Date.now(), status: 'pending', chunks: [] };
-    this.upsert(target, item);
+    const item: OutgoingItem = { kind: 'out', id, capability, mode, body: showBody(body), at: Date.now(), status: 'pending', chunks: [], chunkCount: 0 };
+    this.addItem(target, item);
     const timeoutMs = capability === 'chat' ? CHAT_TIMEOUT_MS : REQUEST_TIMEOUT_MS;
+    let chunkCount = 0;
     try {
       for (;;) {
         try {
           if (mode === 'request') {
             const response = await agent.request(target, capability, body, { timeoutMs, signal: abort.signal });
-            this.patchItem<OutgoingItem>(target, id, (i) => ({ ...i, status: 'done', response }));
+            if (!this.live(session)) return;
+            this.patchItem<OutgoingItem>(target, id, (i) => ({ ...i, status: 'done', response: showBody(response) }));
           } else {
             for await (const chunk of agent.stream(target, capability, body, { timeoutMs, signal: abort.signal })) {
-              this.patchItem<OutgoingItem>(target, id, (i) => ({ ...i, status: 'streaming', chunks: [...i.chunks, chunk] }));
+              if (!this.live(session)) return;
+              chunkCount += 1;
+              const shownChunk = showBody(chunk);
+              this.patchItem<OutgoingItem>(target, id, (i) => ({
+                ...i,
+                status: 'streaming',
+                chunks: i.chunks.length >= MAX_SHOWN_CHUNKS ? [...i.chunks.slice(i.chunks.length - MAX_SHOWN_CHUNKS + 1), shownChunk] : [...i.chunks, shownChunk],
+                chunkCount: i.chunkCount + 1,
+              }));
             }
+            if (!this.live(session)) return;
             this.patchItem<OutgoingItem>(target, id, (i) => ({ ...i, status: 'done' }));
           }
           return;
         } catch (e) {
           // A rule granted a moment ago may not have reached the target's daemon yet (≤ 2 s).
           const granted = this.grantedAt.get(target);
-          const started = this.items(target).find((i) => i.id === id) as OutgoingItem | undefined;
           if (
             e instanceof MeshError &&
             e.code === 'acl_denied' &&
             granted !== undefined &&
             granted.capabilities.includes(capability) &&
             Date.now() - granted.at < GRANT_PROPAGATION_MS &&
-            (started?.chunks.length ?? 0) === 0 &&
-            !abort.signal.aborted
+            chunkCount === 0 &&
+            !abort.signal.aborted &&
+            this.live(session)
           ) {
             await sleep(GRANT_RETRY_MS, abort.signal);
             continue;
@@ -566,6 +980,7 @@ export class Controller {
         }
       }
     } catch (e) {
+      if (!this.live(session)) return;
       const error = shown(e);
       this.patchItem<OutgoingItem>(target, id, (i) => ({ ...i, status: error.code === 'cancelled' ? 'cancelled' : 'error', error }));
     } finally {
@@ -579,40 +994,57 @@ export class Controller {
 
   /** An incoming `chat` request: shown in the sender's conversation until the person answers (60 s). */
   private incoming(call: IncomingCall): Promise<JsonValue> {
-    const id = `in-${call.id}`;
+    const session = this.session;
+    if (!this.live(session)) return Promise.reject(new MeshError('unreachable', 'nobody is logged in here'));
+    if (call.signal.aborted) return Promise.reject(new MeshError('cancelled', 'the sender stopped waiting'));
     const from = call.from;
+    // The sender chooses the request ID: only the pair (sender, ID) identifies a request.
+    const key = `${from} ${call.id}`;
+    if (this.pendingIncoming.has(key)) return Promise.reject(new MeshError('bad_request', 'a chat message with this ID is already waiting'));
+    let waiting = 0;
+    for (const entry of this.pendingIncoming.values()) if (entry.from === from) waiting += 1;
+    if (waiting >= MAX_WAITING_PER_SENDER) {
+      return Promise.reject(
+        new MeshError('rate_limited', `${MAX_WAITING_PER_SENDER} of your chat messages are already waiting for an answer; wait for those first`),
+      );
+    }
+    const itemId = `in-${newId()}`;
     const now = Date.now();
     const item: IncomingItem = {
       kind: 'in',
-      id,
+      id: itemId,
+      callId: call.id,
       from,
       capability: call.capability,
-      body: call.body,
+      body: showBody(call.body),
       at: now,
       // The person has 60 s, or less when the caller stops waiting sooner (its timeout_ms).
-      deadline: Math.min(now + INCOMING_TIMEOUT_MS, call.deadlineMs ?? Number.POSITIVE_INFINITY),
+      deadline: Math.min(now + this.incomingTimeoutMs, call.deadlineMs ?? Number.POSITIVE_INFINITY),
       status: 'waiting',
     };
-    this.upsert(from, item);
-    if (!this.state.agents.some((a) => a.agent_id === from)) void this.refresh(this.session?.signal);
-    if (this.state.selected !== from) {
-      this.set({ unread: { ...this.state.unread, [from]: (this.state.unread[from] ?? 0) + 1 } });
-    }
+    this.addItem(from, item, this.state.selected === from ? {} : { unread: { ...this.state.unread, [from]: (this.state.unread[from] ?? 0) + 1 } });
+    if (!this.state.agents.some((a) => a.agent_id === from)) void this.refresh();
     return new Promise<JsonValue>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pendingIncoming.delete(id);
-        this.patchItem<IncomingItem>(from, id, (i) => ({ ...i, status: 'timeout' }));
-        reject(new MeshError('timeout', 'nobody answered the chat message within 60 s'));
-      }, INCOMING_TIMEOUT_MS);
-      this.pendingIncoming.set(id, { resolve, reject, timer });
+      const entry: PendingIncoming = {
+        from,
+        itemId,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          if (this.pendingIncoming.get(key) !== entry) return;
+          this.pendingIncoming.delete(key);
+          this.patchItem<IncomingItem>(from, itemId, (i) => (i.status === 'waiting' ? { ...i, status: 'timeout' } : i));
+          reject(new MeshError('timeout', `nobody answered the chat message within ${Math.round(this.incomingTimeoutMs / 1000)} s`));
+        }, this.incomingTimeoutMs),
+      };
+      this.pendingIncoming.set(key, entry);
       call.signal.addEventListener(
         'abort',
         () => {
-          const pending = this.pendingIncoming.get(id);
-          if (!pending) return;
-          clearTimeout(pending.timer);
-          this.pendingIncoming.delete(id);
-          this.patchItem<IncomingItem>(from, id, (i) => (i.status === 'waiting' ? { ...i, status: 'cancelled' } : i));
+          if (this.pendingIncoming.get(key) !== entry) return;
+          clearTimeout(entry.timer);
+          this.pendingIncoming.delete(key);
+          this.patchItem<IncomingItem>(from, itemId, (i) => (i.status === 'waiting' ? { ...i, status: 'cancelled' } : i));
           reject(new MeshError('cancelled', 'the sender stopped waiting'));
         },
         { once: true },
@@ -620,14 +1052,18 @@ export class Controller {
     });
   }
 
-  /** The person's answer to an incoming chat request. */
-  reply(from: string, id: string, text: string): void {
-    const pending = this.pendingIncoming.get(id);
-    if (!pending) return;
-    clearTimeout(pending.timer);
-    this.pendingIncoming.delete(id);
-    pending.resolve({ message: text });
+  /** The person's answer to the incoming chat request `id` (the item's ID) from `from`. True when it was sent. */
+  reply(from: string, id: string, text: string): boolean {
+    const item = this.findItem(from, id);
+    if (item?.kind !== 'in' || item.status !== 'waiting') return false;
+    const key = `${from} ${item.callId}`;
+    const entry = this.pendingIncoming.get(key);
+    if (!entry || entry.itemId !== id || entry.from !== from) return false;
+    clearTimeout(entry.timer);
+    this.pendingIncoming.delete(key);
+    entry.resolve({ message: text });
     this.patchItem<IncomingItem>(from, id, (i) => ({ ...i, status: 'answered', reply: text }));
+    return true;
   }
 
   dismissNotice(): void {

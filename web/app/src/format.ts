@@ -1,30 +1,33 @@
 // How bodies, agent IDs and times are shown.
 import type { JsonValue } from '../../client/src/ijson.js';
 
-/** A body as people read it: a lone `message` (or `reply`/`text`) string as text, anything else as JSON. */
-export function bodyText(body: JsonValue | undefined): string {
-  if (body === undefined) return '';
-  if (typeof body === 'string') return body;
-  if (typeof body === 'object' && body !== null && !Array.isArray(body)) {
-    const keys = Object.keys(body);
-    for (const key of ['message', 'reply', 'text']) {
-      const value = body[key];
-      if (keys.length === 1 && typeof value === 'string') return value;
-    }
-  }
-  return jsonText(body);
-}
-
 /** JSON on one line when short, indented when long. */
 function jsonText(body: JsonValue): string {
   const compact = JSON.stringify(body);
   return compact.length <= 100 ? compact : JSON.stringify(body, null, 2);
 }
 
-/** Whether bodyText shows JSON (rendered monospace). */
-export function isJsonShown(body: JsonValue | undefined): boolean {
-  if (body === undefined || typeof body === 'string') return false;
-  return bodyText(body) === jsonText(body);
+/**
+ * A body as the conversation shows it, computed once when the message arrives (not per render): a
+ * lone `message` (or `reply`/`text`) string as text, anything else as JSON.
+ */
+export interface ShownBody {
+  text: string;
+  /** Rendered monospace (JSON) rather than as text. */
+  json: boolean;
+}
+
+export function showBody(body: JsonValue | undefined): ShownBody {
+  if (body === undefined) return { text: '', json: false };
+  if (typeof body === 'string') return { text: body, json: false };
+  if (typeof body === 'object' && body !== null && !Array.isArray(body)) {
+    const keys = Object.keys(body);
+    if (keys.length === 1) {
+      const value = body[keys[0]!];
+      if ((keys[0] === 'message' || keys[0] === 'reply' || keys[0] === 'text') && typeof value === 'string') return { text: value, json: false };
+    }
+  }
+  return { text: jsonText(body), json: true };
 }
 
 export function shortId(id: string): string {

@@ -78,3 +78,18 @@ export async function loadToken(): Promise<string | undefined> {
 
 export const saveToken = (token: string): Promise<void> => put('token', token);
 export const forgetToken = (): Promise<void> => del('token');
+
+/** Drops the user's seed (its key was revoked): the next login makes a new one. */
+export const forgetSeed = (userId: string): Promise<void> => del(`seed:${userId}`);
+
+/** What the controller keeps in the browser (injectable for tests). */
+export interface KeyStore {
+  loadSeed(userId: string): Promise<Uint8Array | undefined>;
+  saveSeedOnce(userId: string, seed: Uint8Array): Promise<Uint8Array>;
+  forgetSeed(userId: string): Promise<void>;
+  loadToken(): Promise<string | undefined>;
+  saveToken(token: string): Promise<void>;
+  forgetToken(): Promise<void>;
+}
+
+export const indexedDbStore: KeyStore = { loadSeed, saveSeedOnce, forgetSeed, loadToken, saveToken, forgetToken };

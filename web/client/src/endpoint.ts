@@ -6,8 +6,12 @@
 //
 // Decisions are the C++ core's (docs/protocol.md "Endpoint engine"): the responder's deadline counts
 // from receipt; the requester sends its remaining time; cold requests ride in message 1 with
-// timeout_ms always set; early replies are held (≤ 32 per peer) until step 2; a handshake is
-// abandoned with the request that started it; no_session is retried once with a new envelope id.
+// timeout_ms always set; early replies are held (≤ 32 per peer, byte-bounded) until step 2; a
+// handshake is abandoned when the request that started it ends, and never outlives the requests
+// waiting on it; no_session is retried once with a new envelope id, and only while nothing of the
+// reply has arrived. TypeScript-only hardening (docs/protocol.md "TypeScript client and web UI"):
+// token buckets on incoming step 1s and on no_session answers, byte budgets on held data, and an
+// `undeliverable` for a reply frame ends the request served.
 import {
   type Body,
   chunkBody,
@@ -30,10 +34,11 @@ import {
   serializeEnvelope,
   signEnvelope,
 } from './envelope.js';
-import { MeshError, type MeshErrorCode } from './errors.js';
+import { MeshError, type MeshErrorCode, isErrorCode } from './errors.js';
 import { type Identity, isValidAgentId } from './identity.js';
-import { type JsonObject, type JsonValue, parseIJson } from './ijson.js';
+import { type JsonObject, type JsonValue, MAX_SAFE_INTEGER, parseIJson } from './ijson.js';
 import { canonicalBytes, canonicalize } from './jcs.js';
+import { type RateLimit, RateLimiter } from './rate_limit.js';
 import {
   type EnvelopeHeader,
   MESSAGE1_MAX_PAYLOAD,
@@ -46,8 +51,12 @@ import {
 } from './session.js';
 import { newUuidV4 } from './uuid.js';
 
+export type { RateLimit } from './rate_limit.js';
+
 export interface EndpointOptions {
   sessions?: Partial<SessionLimits>;
+  /** Bounds of the signed-envelope replay memory (default 4,096 IDs per sender, 65,536 in all). */
+  signedEnvelopeMemory?: { maxPerSender?: number; maxTotal?: number };
   /** Signed envelopes older than this are dropped (protocol §3; default 10 min). */
   maxAgeMs?: number;
   /** ... or further in the future than this (default 2 min). */
@@ -58,10 +67,21 @@ export interface EndpointOptions {
   defaultTimeoutMs?: number;
   /** Stream chunks pending reordering (protocol §4: 256). */
   maxPendingChunks?: number;
+  /** ... and their bytes, per stream (default 4 MiB). */
+  maxPendingChunkBytes?: number;
+  /** Bytes of early replies held per peer until its step 2 (default 2 MiB; at most 32 replies). */
+  maxEarlyReplyBytes?: number;
   /** Requests of ours in flight; past it requests fail with rate_limited. */
   maxOutstandingRequests?: number;
   /** Requests we serve at once; past it they are answered rate_limited. */
   maxServedRequests?: number;
+  /**
+   * Incoming handshake step 1s admitted, checked before any crypto (default 20/s, burst 40 per
+   * peer; 50/s, burst 100 in all); the rest are dropped (stats.dropped).
+   */
+  handshakeRate?: Partial<RateLimit>;
+  /** no_session answers sent, each a signature (default 20/s, burst 40 per peer; 200/s, burst 200 in all). */
+  noSessionRate?: Partial<RateLimit>;
   /**
    * Peers exchanged with in plaintext: signed envelopes carrying the §4 body, no Noise (protocol §5
    * "Plaintext"). Configured on both ends; never chosen at run time. Encrypted traffic from such a
@@ -93,6 +113,17 @@ export interface PeerCancelledEvent {
   from: string;
   id: string;
 }
+/**
+ * A request this agent serves can no longer be answered completely: the relay refused a frame of
+ * its reply (`undeliverable`, e.g. rate_limited) or the link could not take it. Stop work; the
+ * caller was sent an `error` with the same code.
+ */
+export interface ServeFailedEvent {
+  type: 'serve_failed';
+  from: string;
+  id: string;
+  error: MeshError;
+}
 export interface ResponseEvent {
   type: 'response';
   handle: RequestHandle;
@@ -105,6 +136,8 @@ export interface ChunkEvent {
   handle: RequestHandle;
   seq: number;
   body: JsonValue;
+  /** Bytes of the chunk as received (its JSON payload): for the reader's byte budget. */
+  bytes: number;
 }
 export interface StreamEndEvent {
   type: 'stream_end';
@@ -119,6 +152,7 @@ export interface FailureEvent {
 export type EndpointEvent =
   | IncomingRequestEvent
   | PeerCancelledEvent
+  | ServeFailedEvent
   | ResponseEvent
   | ChunkEvent
   | StreamEndEvent
@@ -131,17 +165,54 @@ export interface OutgoingFrame {
   frame: string;
 }
 
+/** Why a received frame was dropped without an answer: a fixed set of labels (stats.dropped). */
+export type DropReason =
+  | `invalid envelope: ${MeshErrorCode}`
+  | 'internal error'
+  | 'handshake step 1 rate limited'
+  | 'handshake step 1 refused'
+  | 'handshake step 2 without in_reply_to'
+  | 'handshake step 2 for no pending handshake'
+  | 'handshake step 2 refused'
+  | 'no_session answer rate limited'
+  | 'encrypted reply or cancel for an unknown session'
+  | 'early replies over budget'
+  | 'decryption failed'
+  | 'replayed counter'
+  | 'request on a session we initiated'
+  | 'reply to no outstanding request'
+  | 'reply on the wrong session'
+  | 'reply to a cancelled request'
+  | 'duplicate request id'
+  | 'stream chunk out of place'
+  | 'unexpected reply type'
+  | 'cancel for no request served on this session'
+  | 'plaintext envelope without in_reply_to'
+  | 'plaintext reply to an encrypted request'
+  | 'plaintext envelope from a peer not configured for plaintext'
+  | 'plaintext error for no outstanding request'
+  | 'plaintext error with an invalid body';
+
 export interface EndpointStats {
   handshakesStarted: number;
   handshakesAccepted: number;
   handshakesCompleted: number;
+  /** Pending handshakes given up (their starter ended, nobody waits any more, or too old). */
+  handshakesAbandoned: number;
   noSessionSent: number;
   retries: number;
-  /** Frames dropped without an answer, by reason (protocol §5 "Invalid input"). */
-  dropped: Map<string, number>;
+  /** Frames dropped without an answer, by reason (protocol §5 "Invalid input"); bounded labels. */
+  dropped: Map<DropReason, number>;
+  /** The message of the last unexpected exception receive() caught (counted as 'internal error'). */
+  lastInternalError: string | undefined;
 }
 
 type RequestState = 'queued' | 'in_handshake' | 'sent';
+
+interface PendingChunk {
+  body: JsonValue;
+  bytes: number;
+}
 
 interface Outstanding {
   peer: string;
@@ -155,7 +226,8 @@ interface Outstanding {
   retried: boolean;
   cancelWhenSent: boolean;
   nextSeq: number;
-  pendingChunks: Map<number, JsonValue>;
+  pendingChunks: Map<number, PendingChunk>;
+  pendingChunkBytes: number;
   endSeq: number | undefined;
   encrypted: boolean;
 }
@@ -168,16 +240,42 @@ interface Served {
   deadlineMs: number | undefined;
 }
 
+/** A handshake of ours in flight (single flight: at most one per peer). */
+interface Handshake {
+  step1Id: string;
+  /** The request that started it (carried in message 1, or first in the queue if too large). */
+  starter: RequestHandle;
+  /** Given up at this time at the latest: the longest deadline of the requests relying on it. */
+  expiresMs: number;
+}
+
+/** A reply frame we sent for a request we serve, in case the relay answers `undeliverable`. */
+interface SentReply {
+  to: string;
+  requestId: string;
+  sid: string | undefined;
+  type: MsgType;
+  deadlineMs: number | undefined;
+}
+
 const DEFAULTS = {
   maxAgeMs: 10 * 60 * 1000,
   maxFutureMs: 2 * 60 * 1000,
   maxEnvelopeBytes: 1024 * 1024,
   defaultTimeoutMs: 30_000,
   maxPendingChunks: 256,
+  maxPendingChunkBytes: 4 * 1024 * 1024,
+  maxEarlyReplyBytes: 2 * 1024 * 1024,
   maxOutstandingRequests: 65536,
   maxServedRequests: 65536,
 };
+const DEFAULT_HANDSHAKE_RATE: RateLimit = { perPeerPerSecond: 20, perPeerBurst: 40, globalPerSecond: 50, globalBurst: 100 };
+const DEFAULT_NO_SESSION_RATE: RateLimit = { perPeerPerSecond: 20, perPeerBurst: 40, globalPerSecond: 200, globalBurst: 200 };
+/** Browser-sized replay memory (the C++ core keeps 65,536 per sender and 1,000,000 in all). */
+const DEFAULT_MEMORY = { maxPerSender: 4096, maxTotal: 65536 };
 const MAX_EARLY_REPLIES = 32;
+/** Reply frames remembered for `undeliverable` (the oldest is forgotten first). */
+const MAX_SENT_REPLIES = 4096;
 
 function servedKey(from: string, id: string): string {
   return `${from} ${id}`;
@@ -185,6 +283,10 @@ function servedKey(from: string, id: string): string {
 
 function fail(code: MeshErrorCode, message: string, retryAfterMs?: number): MeshError {
   return new MeshError(code, message, retryAfterMs === undefined ? undefined : { retryAfterMs });
+}
+
+function asMeshError(error: unknown): MeshError {
+  return error instanceof MeshError ? error : fail('internal', error instanceof Error ? error.message : String(error));
 }
 
 /** Why `value` has no JSON form (undefined, NaN, a function, a cycle…), or undefined if it has one. */
@@ -216,6 +318,18 @@ function errorJson(error: ErrorReply): JsonObject {
   return errorBody(error.code, error.message, error.retryAfterMs);
 }
 
+/** The remaining time sent as timeout_ms (at least 1 ms). */
+function remainingMs(o: Outstanding, nowMs: number): number {
+  return Math.max(1, Math.floor(o.deadlineMs - nowMs));
+}
+
+/** A refusal from receive()'s admission check (before the signature is verified). */
+class Refused extends Error {
+  constructor(readonly reason: DropReason) {
+    super(reason);
+  }
+}
+
 export class Endpoint {
   readonly identity: Identity;
   readonly sessions: SessionTable;
@@ -223,23 +337,33 @@ export class Endpoint {
     handshakesStarted: 0,
     handshakesAccepted: 0,
     handshakesCompleted: 0,
+    handshakesAbandoned: 0,
     noSessionSent: 0,
     retries: 0,
     dropped: new Map(),
+    lastInternalError: undefined,
   };
   readonly #options: typeof DEFAULTS;
   readonly #plaintextPeers: ReadonlySet<string>;
   readonly #newId: () => string;
   readonly #memory: SignedEnvelopeMemory;
+  readonly #step1Rate: RateLimiter;
+  readonly #noSessionRate: RateLimiter;
   #nextHandle = 1;
   readonly #outstanding = new Map<RequestHandle, Outstanding>();
   readonly #byWireId = new Map<string, RequestHandle>();
-  /** Requests waiting for a peer's handshake (single flight), and which request started it. */
+  /** Requests waiting for a peer's handshake (single flight), in order. */
   readonly #waiting = new Map<string, RequestHandle[]>();
-  readonly #handshakeStarter = new Map<string, RequestHandle>();
+  /** Our handshakes in flight, by peer, and the peer of each step-1 id. */
+  readonly #handshakes = new Map<string, Handshake>();
+  readonly #handshakeByStep1 = new Map<string, string>();
+  /** Peers whose waiting requests need a new handshake (started when the current call ends). */
+  readonly #restart = new Set<string>();
   readonly #served = new Map<string, Served>();
+  /** Reply frames sent for requests we serve, by envelope id (bounded, oldest first). */
+  readonly #sentReplies = new Map<string, SentReply>();
   /** Encrypted replies that arrived before the step-2 envelope of their session (bounded). */
-  readonly #earlyReplies = new Map<string, Envelope[]>();
+  readonly #earlyReplies = new Map<string, { held: { envelope: Envelope; bytes: number }[]; bytes: number }>();
   #outgoing: OutgoingFrame[] = [];
   #events: EndpointEvent[] = [];
 
@@ -251,13 +375,21 @@ export class Endpoint {
       maxEnvelopeBytes: options.maxEnvelopeBytes ?? DEFAULTS.maxEnvelopeBytes,
       defaultTimeoutMs: options.defaultTimeoutMs ?? DEFAULTS.defaultTimeoutMs,
       maxPendingChunks: options.maxPendingChunks ?? DEFAULTS.maxPendingChunks,
+      maxPendingChunkBytes: options.maxPendingChunkBytes ?? DEFAULTS.maxPendingChunkBytes,
+      maxEarlyReplyBytes: options.maxEarlyReplyBytes ?? DEFAULTS.maxEarlyReplyBytes,
       maxOutstandingRequests: options.maxOutstandingRequests ?? DEFAULTS.maxOutstandingRequests,
       maxServedRequests: options.maxServedRequests ?? DEFAULTS.maxServedRequests,
     };
     this.sessions = new SessionTable(options.sessions);
     this.#plaintextPeers = new Set(options.plaintextPeers ?? []);
     this.#newId = options.newId ?? newUuidV4;
-    this.#memory = new SignedEnvelopeMemory({ maxAgeMs: this.#options.maxAgeMs });
+    this.#memory = new SignedEnvelopeMemory({
+      maxAgeMs: this.#options.maxAgeMs,
+      maxPerSender: options.signedEnvelopeMemory?.maxPerSender ?? DEFAULT_MEMORY.maxPerSender,
+      maxTotal: options.signedEnvelopeMemory?.maxTotal ?? DEFAULT_MEMORY.maxTotal,
+    });
+    this.#step1Rate = new RateLimiter({ ...DEFAULT_HANDSHAKE_RATE, ...options.handshakeRate }, DEFAULT_HANDSHAKE_RATE);
+    this.#noSessionRate = new RateLimiter({ ...DEFAULT_NO_SESSION_RATE, ...options.noSessionRate }, DEFAULT_NO_SESSION_RATE);
   }
 
   get id(): string {
@@ -276,6 +408,11 @@ export class Endpoint {
     return this.#served.size;
   }
 
+  /** Whether a handshake of ours with `peer` is in flight. */
+  hasPendingHandshake(peer: string): boolean {
+    return this.#handshakes.has(peer);
+  }
+
   takeOutgoing(): OutgoingFrame[] {
     const out = this.#outgoing;
     this.#outgoing = [];
@@ -290,7 +427,7 @@ export class Endpoint {
 
   // ---- sending helpers ----
 
-  #drop(reason: string): void {
+  #drop(reason: DropReason): void {
     this.stats.dropped.set(reason, (this.stats.dropped.get(reason) ?? 0) + 1);
   }
 
@@ -319,9 +456,17 @@ export class Endpoint {
     return true;
   }
 
+  /** false: not sent (signing failed or the frame is too large; a request of ours is failed). */
   #sendSigned(header: EnvelopeHeader, payload: JsonValue): boolean {
-    const envelope = signEnvelope({ ...header, payload }, this.identity);
-    return this.#queueFrame(envelope.to, envelope.id, serializeEnvelope(envelope));
+    let frame: string;
+    try {
+      frame = serializeEnvelope(signEnvelope({ ...header, payload }, this.identity));
+    } catch (error) {
+      const handle = this.#byWireId.get(header.id);
+      if (handle !== undefined) this.#failRequest(handle, asMeshError(error));
+      return false;
+    }
+    return this.#queueFrame(header.to, header.id, frame);
   }
 
   /** false: not sent (sealing failed or the frame is too large; a request of ours is failed). */
@@ -330,9 +475,9 @@ export class Endpoint {
     try {
       envelope = session.seal(header, canonicalBytes(body));
     } catch (error) {
-      session.retire(header.timestamp);
+      if (error instanceof MeshError && error.code === 'expired') session.retire(header.timestamp);
       const handle = this.#byWireId.get(header.id);
-      if (handle !== undefined) this.#failRequest(handle, error instanceof MeshError ? error : fail('internal', String(error)));
+      if (handle !== undefined) this.#failRequest(handle, asMeshError(error));
       return false;
     }
     return this.#queueFrame(envelope.to, envelope.id, serializeEnvelope(envelope));
@@ -340,7 +485,10 @@ export class Endpoint {
 
   // ---- requests of ours ----
 
-  /** Starts a request; its outcome arrives as events carrying the returned handle. */
+  /**
+   * Starts a request; its outcome arrives as events carrying the returned handle. Never throws:
+   * invalid arguments fail the request at once (a `failure` event with bad_request).
+   */
   request(
     to: string,
     capability: string,
@@ -349,34 +497,33 @@ export class Endpoint {
     nowMs: number,
   ): RequestHandle {
     const handle = this.#nextHandle++;
-    if (this.#outstanding.size >= this.#options.maxOutstandingRequests) {
-      this.#events.push({ type: 'failure', handle, error: fail('rate_limited', 'too many requests in flight') });
+    const refuse = (code: MeshErrorCode, message: string): RequestHandle => {
+      this.#events.push({ type: 'failure', handle, error: fail(code, message) });
       return handle;
-    }
-    if (!isCapabilityName(capability)) {
-      this.#events.push({ type: 'failure', handle, error: fail('bad_request', 'capability names match [A-Za-z0-9_-]{1,54}') });
-      return handle;
-    }
+    };
+    if (this.#outstanding.size >= this.#options.maxOutstandingRequests) return refuse('rate_limited', 'too many requests in flight');
+    if (!isCapabilityName(capability)) return refuse('bad_request', 'capability names match [A-Za-z0-9_-]{1,54}');
     if (!isValidAgentId(to)) {
-      this.#events.push({ type: 'failure', handle, error: fail('bad_request', 'the target is not a valid agent ID (43 base64url characters of an Ed25519 key)') });
-      return handle;
+      return refuse('bad_request', 'the target is not a valid agent ID (43 base64url characters of an Ed25519 key)');
     }
     const invalid = jsonProblem(body);
-    if (invalid !== undefined) {
-      this.#events.push({ type: 'failure', handle, error: fail('bad_request', `the request body is not JSON: ${invalid}`) });
-      return handle;
+    if (invalid !== undefined) return refuse('bad_request', `the request body is not JSON: ${invalid}`);
+    // timeout_ms goes on the wire as an integer and the deadline is now + timeout: both must stay
+    // exact (≤ 2^53 − 1), or the request could not be built later (and would block its peer).
+    const requested: unknown = options.timeoutMs ?? this.#options.defaultTimeoutMs;
+    if (typeof requested !== 'number' || !(requested > 0) || !Number.isFinite(requested)) {
+      return refuse('bad_request', 'timeoutMs must be a positive, finite number of milliseconds');
     }
-    if (options.timeoutMs !== undefined && !(options.timeoutMs > 0)) {
-      this.#events.push({ type: 'failure', handle, error: fail('bad_request', 'timeoutMs must be a positive number of milliseconds') });
-      return handle;
+    const timeoutMs = Math.max(1, Math.floor(requested));
+    if (!Number.isFinite(nowMs) || timeoutMs > MAX_SAFE_INTEGER - nowMs) {
+      return refuse('bad_request', `timeoutMs ${timeoutMs} is too large: the deadline must stay within 2^53 − 1 ms`);
     }
-    const timeoutMs = options.timeoutMs ?? this.#options.defaultTimeoutMs;
     this.#outstanding.set(handle, {
       peer: to,
       capability,
       body,
       stream: options.stream === true,
-      deadlineMs: nowMs + Math.max(1, Math.floor(timeoutMs)),
+      deadlineMs: nowMs + timeoutMs,
       wireId: undefined,
       state: 'queued',
       sid: undefined,
@@ -384,80 +531,152 @@ export class Endpoint {
       cancelWhenSent: false,
       nextSeq: 0,
       pendingChunks: new Map(),
+      pendingChunkBytes: 0,
       endSeq: undefined,
       encrypted: !this.isPlaintextPeer(to),
     });
-    this.#dispatch(handle, nowMs);
+    try {
+      this.#dispatch(handle, nowMs);
+    } finally {
+      this.#settle(nowMs);
+    }
     return handle;
   }
 
+  /** Sends (or queues behind a handshake) a request from scratch: also its retry after no_session. */
   #dispatch(handle: RequestHandle, nowMs: number): void {
     const o = this.#outstanding.get(handle);
     if (o === undefined) return;
-    if (o.wireId !== undefined) this.#byWireId.delete(o.wireId);
+    if (o.wireId !== undefined && this.#byWireId.get(o.wireId) === handle) this.#byWireId.delete(o.wireId);
+    o.wireId = undefined;
     o.sid = undefined;
+    // A new run of the request: nothing of an earlier reply counts.
+    o.nextSeq = 0;
+    o.pendingChunks.clear();
+    o.pendingChunkBytes = 0;
+    o.endSeq = undefined;
     const type: MsgType = o.stream ? 'stream_request' : 'request';
-    const remaining = Math.max(1, o.deadlineMs - nowMs);
-    if (this.isPlaintextPeer(o.peer)) {
+    const session = this.isPlaintextPeer(o.peer) ? undefined : this.sessions.sessionForNewRequests(o.peer, nowMs);
+    if (this.isPlaintextPeer(o.peer) || session !== undefined) {
+      // Built before any state changes: nothing thrown here may leave the request half sent.
+      let payload: JsonObject;
+      try {
+        payload = requestBody(o.capability, o.body, remainingMs(o, nowMs));
+      } catch (error) {
+        this.#failRequest(handle, asMeshError(error));
+        return;
+      }
       const header = this.#header(o.peer, type, undefined, nowMs);
       o.wireId = header.id;
       o.state = 'sent';
+      o.sid = session?.sid;
       this.#byWireId.set(header.id, handle);
-      this.#sendSigned(header, requestBody(o.capability, o.body, remaining));
-      return;
-    }
-    const session = this.sessions.sessionForNewRequests(o.peer, nowMs);
-    if (session !== undefined) {
-      const header = this.#header(o.peer, type, undefined, nowMs);
-      o.wireId = header.id;
-      o.state = 'sent';
-      o.sid = session.sid;
-      this.#byWireId.set(header.id, handle);
-      this.#sealAndSend(session, header, requestBody(o.capability, o.body, remaining));
+      if (session !== undefined) this.#sealAndSend(session, header, payload);
+      else this.#sendSigned(header, payload);
       return;
     }
     o.state = 'queued';
     const queue = this.#waiting.get(o.peer);
     if (queue === undefined) this.#waiting.set(o.peer, [handle]);
     else queue.push(handle);
-    if (this.sessions.pending(o.peer) === undefined) this.#startHandshakeFor(o.peer, nowMs);
+    const handshake = this.#handshakes.get(o.peer);
+    if (handshake !== undefined) handshake.expiresMs = Math.max(handshake.expiresMs, o.deadlineMs);
+    else this.#startHandshakeFor(o.peer, nowMs);
   }
 
+  /**
+   * Starts the peer's handshake for the requests waiting on it (single flight, protocol §5): the
+   * first one rides in message 1 if it fits, the rest are sealed once message 2 arrives. A request
+   * whose step 1 cannot be built fails, and the next one is tried.
+   */
   #startHandshakeFor(peer: string, nowMs: number): void {
+    if (this.#handshakes.has(peer)) return;
     const queue = this.#waiting.get(peer);
-    const first = queue?.[0];
-    if (queue === undefined || first === undefined) return;
-    // Single flight (protocol §5): one handshake per peer; the first waiting request rides in
-    // message 1 if it fits, the rest are sealed once message 2 arrives.
-    const o = this.#outstanding.get(first)!;
-    const step1Id = this.#newId();
-    let payload = message1Bytes(o.stream, o.capability, o.body, Math.max(1, o.deadlineMs - nowMs));
-    const carried = payload.length <= MESSAGE1_MAX_PAYLOAD;
-    if (!carried) payload = new Uint8Array(0);
-    let started: ReturnType<typeof startHandshake>;
-    try {
-      started = startHandshake(this.identity, peer, payload, step1Id, nowMs);
-    } catch (error) {
-      this.#failRequest(first, error instanceof MeshError ? error : fail('internal', String(error)));
-      return;
+    while (queue !== undefined && queue.length > 0) {
+      const first = queue[0]!;
+      const o = this.#outstanding.get(first);
+      if (o === undefined) {
+        queue.shift();
+        continue;
+      }
+      const step1Id = this.#newId();
+      let carried: boolean;
+      let started: ReturnType<typeof startHandshake>;
+      let frame: string;
+      try {
+        let payload = message1Bytes(o.stream, o.capability, o.body, remainingMs(o, nowMs));
+        carried = payload.length <= MESSAGE1_MAX_PAYLOAD;
+        if (!carried) payload = new Uint8Array(0);
+        started = startHandshake(this.identity, peer, payload, step1Id, nowMs);
+        frame = serializeEnvelope(started.step1);
+      } catch (error) {
+        this.#failRequest(first, asMeshError(error)); // removes it from the queue
+        continue;
+      }
+      if (frame.length > this.#options.maxEnvelopeBytes) {
+        this.#failRequest(first, fail('too_large', 'handshake envelope exceeds max_envelope_bytes'));
+        continue;
+      }
+      this.stats.handshakesStarted += 1;
+      if (carried) {
+        queue.shift();
+        o.wireId = step1Id;
+        o.state = 'in_handshake';
+        this.#byWireId.set(step1Id, first);
+      }
+      let expiresMs = o.deadlineMs;
+      for (const handle of queue) expiresMs = Math.max(expiresMs, this.#outstanding.get(handle)?.deadlineMs ?? expiresMs);
+      this.#handshakes.set(peer, { step1Id, starter: first, expiresMs });
+      this.#handshakeByStep1.set(step1Id, peer);
+      this.sessions.addPending(started.pending);
+      this.#outgoing.push({ to: peer, id: step1Id, frame });
+      break;
     }
-    this.stats.handshakesStarted += 1;
-    const frame = serializeEnvelope(started.step1);
-    if (frame.length > this.#options.maxEnvelopeBytes) {
-      this.#failRequest(first, fail('too_large', 'handshake envelope exceeds max_envelope_bytes'));
-      return;
+    if (queue !== undefined && queue.length === 0 && this.#waiting.get(peer) === queue) this.#waiting.delete(peer);
+  }
+
+  /** Forgets our handshake with `peer` (completed, failed or abandoned). */
+  #forgetHandshake(peer: string): void {
+    const handshake = this.#handshakes.get(peer);
+    if (handshake === undefined) return;
+    this.#handshakes.delete(peer);
+    this.#handshakeByStep1.delete(handshake.step1Id);
+    this.sessions.removePending(peer);
+  }
+
+  /**
+   * Gives up our handshake with `peer` (protocol §5: the initiator abandons it when the request that
+   * started it ends); the requests still waiting get a new one when the current call ends.
+   */
+  #abandonHandshake(peer: string): void {
+    if (!this.#handshakes.has(peer)) return;
+    this.#forgetHandshake(peer);
+    this.#earlyReplies.delete(peer);
+    this.stats.handshakesAbandoned += 1;
+    this.#restart.add(peer);
+  }
+
+  /** Work left for the end of each public call: new handshakes for requests left waiting. */
+  #settle(nowMs: number): void {
+    for (let rounds = 0; this.#restart.size > 0 && rounds < 1000; rounds++) {
+      const peers = [...this.#restart];
+      this.#restart.clear();
+      for (const peer of peers) {
+        if (this.#handshakes.has(peer)) continue;
+        const queue = this.#waiting.get(peer);
+        if (queue === undefined) continue;
+        if (queue.length === 0) {
+          this.#waiting.delete(peer);
+          continue;
+        }
+        if (this.sessions.sessionForNewRequests(peer, nowMs) !== undefined) {
+          this.#waiting.delete(peer);
+          for (const handle of queue) this.#dispatch(handle, nowMs);
+          continue;
+        }
+        this.#startHandshakeFor(peer, nowMs);
+      }
     }
-    if (carried) {
-      queue.shift();
-      if (queue.length === 0) this.#waiting.delete(peer);
-      if (o.wireId !== undefined) this.#byWireId.delete(o.wireId);
-      o.wireId = step1Id;
-      o.state = 'in_handshake';
-      this.#byWireId.set(step1Id, first);
-    }
-    this.#handshakeStarter.set(peer, first);
-    this.sessions.addPending(started.pending);
-    this.#outgoing.push({ to: peer, id: step1Id, frame });
   }
 
   #finish(handle: RequestHandle): void {
@@ -471,6 +690,9 @@ export class Endpoint {
       if (queue.length === 0) this.#waiting.delete(o.peer);
     }
     this.#outstanding.delete(handle);
+    // Whatever ended it (reply, error, cancel, timeout, undeliverable), a handshake this request
+    // started is abandoned; requests still waiting start a new one.
+    if (this.#handshakes.get(o.peer)?.starter === handle) this.#abandonHandshake(o.peer);
   }
 
   #failRequest(handle: RequestHandle, error: MeshError): void {
@@ -481,6 +703,26 @@ export class Endpoint {
 
   /** Cancels a request of ours: reports failure(cancelled) at once and tells the peer. */
   cancel(handle: RequestHandle, nowMs: number, message = 'cancelled by the caller'): void {
+    try {
+      this.#cancel(handle, nowMs, message);
+    } finally {
+      this.#settle(nowMs);
+    }
+  }
+
+  /**
+   * Cancels every request of ours (the client closes or its link gave up): as cancel() for each,
+   * but without starting a handshake for requests about to be cancelled anyway.
+   */
+  cancelAll(nowMs: number, message = 'cancelled by the caller'): void {
+    try {
+      for (const handle of [...this.#outstanding.keys()]) this.#cancel(handle, nowMs, message);
+    } finally {
+      this.#settle(nowMs);
+    }
+  }
+
+  #cancel(handle: RequestHandle, nowMs: number, message: string): void {
     const o = this.#outstanding.get(handle);
     if (o === undefined) return;
     if (o.state === 'sent' && o.sid === undefined && this.isPlaintextPeer(o.peer) && o.wireId !== undefined) {
@@ -501,32 +743,77 @@ export class Endpoint {
   }
 
   /**
-   * The relay could not deliver the envelope `envelopeId` (its `undeliverable` frame, protocol §6):
-   * the request that sent it fails with `code` (a handshake it started is abandoned and the requests
-   * waiting on it start a new one). Unknown IDs are ignored.
+   * The relay could not deliver the envelope `envelopeId` (its `undeliverable` frame, protocol §6),
+   * or the link could not take it:
+   * - a request (or the step 1 that carried it) fails with `code`; a handshake it started is
+   *   abandoned and the requests waiting on it start a new one;
+   * - a step 1 that carried no request (the first waiting one did not fit in message 1) was sent
+   *   for all the requests waiting on it: they all fail with `code` and the handshake is dropped;
+   * - a reply frame of a request we serve: the request is no longer served (`serve_failed`) and
+   *   the caller is sent an `error` with the code (once; a lost `error` is not answered again).
+   * Unknown IDs are ignored.
    */
   undeliverable(envelopeId: string, code: MeshErrorCode, retryAfterMs: number | undefined, nowMs: number): void {
-    const handle = this.#byWireId.get(envelopeId);
-    if (handle === undefined) return;
-    const o = this.#outstanding.get(handle);
-    if (o === undefined) return;
-    const peer = o.peer;
-    if (o.cancelWhenSent) {
-      this.#finish(handle);
-    } else {
-      this.#failRequest(handle, fail(code, `the relay could not deliver the request: ${code}`, retryAfterMs));
+    try {
+      this.#undeliverable(envelopeId, code, retryAfterMs, nowMs);
+    } finally {
+      this.#settle(nowMs);
     }
-    this.#abandonHandshakeIfStartedBy(handle, peer, nowMs);
   }
 
-  #abandonHandshakeIfStartedBy(handle: RequestHandle, peer: string, nowMs: number): void {
-    // The initiator abandons a handshake when the request that started it ends (§5); the requests
-    // still waiting start a new one.
-    if (this.#handshakeStarter.get(peer) !== handle) return;
-    this.#handshakeStarter.delete(peer);
-    this.sessions.removePending(peer);
+  #undeliverable(envelopeId: string, code: MeshErrorCode, retryAfterMs: number | undefined, nowMs: number): void {
+    const retry = retryAfterMs !== undefined && Number.isSafeInteger(retryAfterMs) && retryAfterMs >= 0 ? retryAfterMs : undefined;
+    const handle = this.#byWireId.get(envelopeId);
+    const o = handle === undefined ? undefined : this.#outstanding.get(handle);
+    if (handle !== undefined && o !== undefined) {
+      if (o.cancelWhenSent) this.#finish(handle);
+      else this.#failRequest(handle, fail(code, `the relay could not deliver the request: ${code}`, retry));
+      return;
+    }
+    const peer = this.#handshakeByStep1.get(envelopeId);
+    if (peer !== undefined) {
+      this.#failWaiting(peer, fail(code, `the relay could not deliver the handshake: ${code}`, retry));
+      return;
+    }
+    const reply = this.#sentReplies.get(envelopeId);
+    if (reply !== undefined) {
+      this.#sentReplies.delete(envelopeId);
+      this.#replyLost(reply, code, retry, nowMs);
+    }
+  }
+
+  /**
+   * Our step 1 to `peer` that carried no request was refused (relay `undeliverable`, or the peer's
+   * signed error): it was sent for every request waiting on it, so they all fail with `error`.
+   */
+  #failWaiting(peer: string, error: MeshError): void {
+    this.#forgetHandshake(peer);
     this.#earlyReplies.delete(peer);
-    this.#startHandshakeFor(peer, nowMs);
+    this.stats.handshakesAbandoned += 1;
+    for (const handle of [...(this.#waiting.get(peer) ?? [])]) this.#failRequest(handle, error);
+    this.#waiting.delete(peer);
+  }
+
+  /** A reply frame of a request we serve was not delivered: end the request on both sides. */
+  #replyLost(reply: SentReply, code: MeshErrorCode, retryAfterMs: number | undefined, nowMs: number): void {
+    const key = servedKey(reply.to, reply.requestId);
+    const error = fail(code, `the relay could not deliver the reply: ${code}`, retryAfterMs);
+    if (this.#served.delete(key)) {
+      this.#events.push({ type: 'serve_failed', from: reply.to, id: reply.requestId, error });
+    }
+    // An error frame that was lost is not answered again (no loop); nor is anything past the deadline.
+    if (reply.type === 'error' || (reply.deadlineMs !== undefined && nowMs >= reply.deadlineMs)) return;
+    let session: NoiseSession | undefined;
+    if (reply.sid !== undefined) {
+      session = this.sessions.find(reply.to, reply.sid);
+      if (session === undefined) return;
+    }
+    const header = this.#header(reply.to, 'error', reply.requestId, nowMs);
+    // §4 codes only on the wire; the relay's own (buffer_full, bad_envelope) read as unreachable.
+    const wireCode: MeshErrorCode = isErrorCode(code) ? code : 'unreachable';
+    const payload = errorJson({ code: wireCode, message: error.message, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) });
+    if (session !== undefined) this.#sealAndSend(session, header, payload);
+    else this.#sendSigned(header, payload);
   }
 
   // ---- receiving ----
@@ -535,14 +822,17 @@ export class Endpoint {
   receive(frame: string, nowMs: number): void {
     let envelope: Envelope;
     try {
-      // parse, `to`, then for signed envelopes freshness, signature and the replay memory.
+      // parse, `to`, then for signed envelopes freshness, admission (rate limits, before any
+      // crypto), signature and the replay memory.
       envelope = receiveEnvelope(frame, this.id, nowMs, this.#memory, {
         maxBytes: this.#options.maxEnvelopeBytes,
         maxAgeMs: this.#options.maxAgeMs,
         maxFutureMs: this.#options.maxFutureMs,
+        admit: (candidate) => this.#admit(candidate, nowMs),
       }).envelope;
     } catch (error) {
-      this.#drop(`invalid envelope: ${error instanceof MeshError ? error.code : 'internal'}`);
+      if (error instanceof Refused) this.#drop(error.reason);
+      else this.#drop(`invalid envelope: ${error instanceof MeshError ? error.code : 'internal'}`);
       return;
     }
     try {
@@ -556,13 +846,36 @@ export class Endpoint {
         if (step === 1) this.#onStep1(envelope, nowMs);
         else this.#onStep2(envelope, nowMs);
       } else if (envelope.encrypted === true) {
-        this.#onEncrypted(envelope, nowMs);
+        this.#onEncrypted(envelope, nowMs, frame.length);
       } else {
-        this.#onPlaintext(envelope, nowMs);
+        this.#onPlaintext(envelope, nowMs, frame.length);
       }
     } catch (error) {
       // Nothing above should throw on hostile input; count it rather than take the caller down.
-      this.#drop(`internal: ${error instanceof Error ? error.message : String(error)}`);
+      this.#drop('internal error');
+      this.stats.lastInternalError = (error instanceof Error ? error.message : String(error)).slice(0, 500);
+    } finally {
+      this.#settle(nowMs);
+    }
+  }
+
+  /** Before a signed envelope's signature is checked: work a peer can make us do is rationed. */
+  #admit(envelope: Envelope, nowMs: number): void {
+    if (envelope.msg_type !== 'handshake') return;
+    let step: number | undefined;
+    try {
+      step = parseHandshakePayload(envelope.payload).step;
+    } catch {
+      return; // refused after the signature check, as before
+    }
+    if (step === 1) {
+      if (!this.#step1Rate.allow(envelope.from, nowMs)) throw new Refused('handshake step 1 rate limited');
+      return;
+    }
+    // A step 2 nobody waits for is dropped without verifying it.
+    if (envelope.in_reply_to === undefined) throw new Refused('handshake step 2 without in_reply_to');
+    if (this.#handshakeByStep1.get(envelope.in_reply_to) !== envelope.from) {
+      throw new Refused('handshake step 2 for no pending handshake');
     }
   }
 
@@ -600,12 +913,12 @@ export class Endpoint {
       this.#drop('handshake step 2 without in_reply_to');
       return;
     }
-    const pending = this.sessions.pendingByStep1(envelope.in_reply_to);
-    if (pending === undefined || pending.peer !== envelope.from) {
+    const peer = this.#handshakeByStep1.get(envelope.in_reply_to);
+    const pending = peer === undefined ? undefined : this.sessions.pending(peer);
+    if (peer === undefined || pending === undefined || peer !== envelope.from || pending.step1Id !== envelope.in_reply_to) {
       this.#drop('handshake step 2 for no pending handshake');
       return;
     }
-    const peer = pending.peer;
     const step1Id = pending.step1Id;
     let session: NoiseSession | undefined;
     let problem = '';
@@ -614,8 +927,7 @@ export class Endpoint {
     } catch (error) {
       problem = (error as Error).message;
     }
-    this.sessions.removePending(peer);
-    this.#handshakeStarter.delete(peer);
+    this.#forgetHandshake(peer);
     if (session === undefined) {
       this.#earlyReplies.delete(peer);
       this.#drop('handshake step 2 refused');
@@ -626,12 +938,12 @@ export class Endpoint {
         if (o?.cancelWhenSent === true) this.#finish(carried);
         else this.#failRequest(carried, fail('unreachable', problem));
       }
-      this.#startHandshakeFor(peer, nowMs);
+      this.#restart.add(peer);
       return;
     }
     this.stats.handshakesCompleted += 1;
     const established = this.sessions.add(session, nowMs);
-    const early = this.#earlyReplies.get(peer) ?? [];
+    const early = this.#earlyReplies.get(peer)?.held ?? [];
     this.#earlyReplies.delete(peer);
     const carried = this.#byWireId.get(step1Id);
     if (carried !== undefined) {
@@ -643,16 +955,27 @@ export class Endpoint {
         this.#finish(carried);
       }
     }
-    for (const held of early) this.#onEncrypted(held, nowMs);
+    for (const held of early) this.#onEncrypted(held.envelope, nowMs, held.bytes);
     const queue = this.#waiting.get(peer);
     if (queue === undefined) return;
     this.#waiting.delete(peer);
+    // #dispatch never throws; each request is sent or failed on its own.
     for (const handle of queue) {
       if (this.#outstanding.has(handle)) this.#dispatch(handle, nowMs);
     }
   }
 
-  #onEncrypted(envelope: Envelope, nowMs: number): void {
+  /** Holds an encrypted reply that may have overtaken the step 2 of its session; false: no room. */
+  #holdEarly(envelope: Envelope, bytes: number): boolean {
+    const entry = this.#earlyReplies.get(envelope.from) ?? { held: [], bytes: 0 };
+    if (entry.held.length >= MAX_EARLY_REPLIES || entry.bytes + bytes > this.#options.maxEarlyReplyBytes) return false;
+    entry.held.push({ envelope, bytes });
+    entry.bytes += bytes;
+    this.#earlyReplies.set(envelope.from, entry);
+    return true;
+  }
+
+  #onEncrypted(envelope: Envelope, nowMs: number, frameBytes: number): void {
     const sid = envelope.sid!;
     const session = this.sessions.find(envelope.from, sid);
     const isRequest = isRequestType(envelope.msg_type);
@@ -660,18 +983,20 @@ export class Endpoint {
       if (!isRequest) {
         // A reply can overtake the step-2 envelope of its own session (reordering on a reconnect):
         // hold a few from a peer we are handshaking with and replay them when step 2 lands.
-        if (this.sessions.pending(envelope.from) !== undefined) {
-          const held = this.#earlyReplies.get(envelope.from) ?? [];
-          if (held.length < MAX_EARLY_REPLIES) {
-            held.push(envelope);
-            this.#earlyReplies.set(envelope.from, held);
-            return;
-          }
+        if (this.#handshakes.has(envelope.from)) {
+          if (this.#holdEarly(envelope, frameBytes)) return;
+          this.#drop('early replies over budget');
+          return;
         }
         this.#drop('encrypted reply or cancel for an unknown session');
         return;
       }
-      // protocol §5 "no_session": a signed plaintext error, so the requester re-handshakes.
+      // protocol §5 "no_session": a signed plaintext error, so the requester re-handshakes. Each
+      // costs a signature: rationed per peer and in all.
+      if (!this.#noSessionRate.allow(envelope.from, nowMs)) {
+        this.#drop('no_session answer rate limited');
+        return;
+      }
       this.#sendSigned(
         this.#header(envelope.from, 'error', envelope.id, nowMs),
         errorJson({ code: 'no_session', message: 'no session for this sid; handshake again' }),
@@ -741,7 +1066,7 @@ export class Endpoint {
       this.#failRequest(handle, fail('bad_request', `peer sent an invalid reply: ${(error as Error).message}`));
       return;
     }
-    this.#onReply(handle, body, nowMs);
+    this.#onReply(handle, body, nowMs, plaintext.length);
   }
 
   #onIncomingRequest(
@@ -794,7 +1119,18 @@ export class Endpoint {
     });
   }
 
-  #onReply(handle: RequestHandle, body: Body, nowMs: number): void {
+  /** Sends `cancel` for a request of ours that is being answered (on its session, or signed). */
+  #sendCancel(o: Outstanding, nowMs: number): void {
+    if (o.wireId === undefined) return;
+    if (o.sid !== undefined) {
+      const session = this.sessions.find(o.peer, o.sid);
+      if (session !== undefined) this.#sealAndSend(session, this.#header(o.peer, 'cancel', o.wireId, nowMs), {});
+    } else {
+      this.#sendSigned(this.#header(o.peer, 'cancel', o.wireId, nowMs), {});
+    }
+  }
+
+  #onReply(handle: RequestHandle, body: Body, nowMs: number, bytes: number): void {
     const o = this.#outstanding.get(handle)!;
     switch (body.msg_type) {
       case 'response':
@@ -818,16 +1154,18 @@ export class Endpoint {
           this.#failRequest(handle, fail('bad_request', 'stream chunks beyond the announced end'));
           return;
         }
-        o.pendingChunks.set(chunk.seq, chunk.body);
+        o.pendingChunks.set(chunk.seq, { body: chunk.body, bytes });
+        o.pendingChunkBytes += bytes;
+        let problem: string | undefined;
         if (o.pendingChunks.size > this.#options.maxPendingChunks) {
-          // protocol §5: too many chunks waiting for a gap to fill: fail locally and tell the peer.
-          const session = o.sid === undefined ? undefined : this.sessions.find(o.peer, o.sid);
-          if (session !== undefined && o.wireId !== undefined) {
-            this.#sealAndSend(session, this.#header(o.peer, 'cancel', o.wireId, nowMs), {});
-          } else if (o.sid === undefined && o.wireId !== undefined) {
-            this.#sendSigned(this.#header(o.peer, 'cancel', o.wireId, nowMs), {});
-          }
-          this.#failRequest(handle, fail('internal', `more than ${this.#options.maxPendingChunks} stream chunks pending reordering`));
+          problem = `more than ${this.#options.maxPendingChunks} stream chunks pending reordering`;
+        } else if (o.pendingChunkBytes > this.#options.maxPendingChunkBytes) {
+          problem = `more than ${this.#options.maxPendingChunkBytes} bytes of stream chunks pending reordering`;
+        }
+        if (problem !== undefined) {
+          // protocol §5: too much waiting for a gap to fill: fail locally and tell the peer.
+          this.#sendCancel(o, nowMs);
+          this.#failRequest(handle, fail('internal', problem));
           return;
         }
         this.#deliverChunks(handle);
@@ -850,9 +1188,10 @@ export class Endpoint {
     const o = this.#outstanding.get(handle)!;
     for (;;) {
       const next = o.pendingChunks.get(o.nextSeq);
-      if (next === undefined && !o.pendingChunks.has(o.nextSeq)) break;
+      if (next === undefined) break;
       o.pendingChunks.delete(o.nextSeq);
-      this.#events.push({ type: 'chunk', handle, seq: o.nextSeq, body: next as JsonValue });
+      o.pendingChunkBytes -= next.bytes;
+      this.#events.push({ type: 'chunk', handle, seq: o.nextSeq, body: next.body, bytes: next.bytes });
       o.nextSeq += 1;
     }
     if (o.endSeq !== undefined && o.nextSeq === o.endSeq) {
@@ -877,7 +1216,7 @@ export class Endpoint {
     this.#events.push({ type: 'peer_cancelled', from: envelope.from, id: envelope.in_reply_to! });
   }
 
-  #onPlaintextFromPeer(envelope: Envelope, nowMs: number): void {
+  #onPlaintextFromPeer(envelope: Envelope, nowMs: number, frameBytes: number): void {
     const type = envelope.msg_type;
     if (isRequestType(type)) {
       this.#onIncomingRequest(undefined, envelope, type, envelope.payload, nowMs);
@@ -894,6 +1233,10 @@ export class Endpoint {
     const handle = this.#byWireId.get(envelope.in_reply_to);
     const o = handle === undefined ? undefined : this.#outstanding.get(handle);
     if (handle === undefined || o === undefined) {
+      if (type === 'error') {
+        this.#onPlaintextError(envelope, nowMs); // perhaps the answer to a step 1 of ours
+        return;
+      }
       this.#drop('reply to no outstanding request');
       return;
     }
@@ -913,12 +1256,12 @@ export class Endpoint {
       this.#failRequest(handle, fail('bad_request', `peer sent an invalid reply: ${(error as Error).message}`));
       return;
     }
-    this.#onReply(handle, body, nowMs);
+    this.#onReply(handle, body, nowMs, frameBytes);
   }
 
-  #onPlaintext(envelope: Envelope, nowMs: number): void {
+  #onPlaintext(envelope: Envelope, nowMs: number, frameBytes: number): void {
     if (this.isPlaintextPeer(envelope.from)) {
-      this.#onPlaintextFromPeer(envelope, nowMs);
+      this.#onPlaintextFromPeer(envelope, nowMs, frameBytes);
       return;
     }
     // Signed plaintext errors answering our own outstanding request are always accepted (§5).
@@ -930,7 +1273,22 @@ export class Endpoint {
   }
 
   #onPlaintextError(envelope: Envelope, nowMs: number): void {
-    const handle = this.#byWireId.get(envelope.in_reply_to!);
+    const inReplyTo = envelope.in_reply_to!;
+    const handle = this.#byWireId.get(inReplyTo);
+    const step1Peer = handle === undefined ? this.#handshakeByStep1.get(inReplyTo) : undefined;
+    if (step1Peer !== undefined && step1Peer === envelope.from) {
+      // The peer refused a step 1 that carried no request: as an undeliverable one, every request
+      // waiting on it fails with the peer's error.
+      let body: Body;
+      try {
+        body = parseBody('error', envelope.payload);
+      } catch {
+        this.#drop('plaintext error with an invalid body');
+        return;
+      }
+      if (body.msg_type === 'error') this.#failWaiting(step1Peer, errorFromBody(body.body));
+      return;
+    }
     const o = handle === undefined ? undefined : this.#outstanding.get(handle);
     if (handle === undefined || o === undefined || o.peer !== envelope.from) {
       this.#drop('plaintext error for no outstanding request');
@@ -950,12 +1308,18 @@ export class Endpoint {
     }
     if (body.body.code === 'no_session' && o.state === 'sent') {
       // The peer lost our session (e.g. it restarted): drop it, handshake again, retry once with a
-      // new envelope id (protocol §5).
+      // new envelope id (protocol §5) — but only while nothing of the reply has arrived: a stream
+      // that has started cannot be resumed, and running it again would splice two runs into one.
       if (o.sid !== undefined) this.sessions.remove(o.peer, o.sid);
-      if (!o.retried) {
+      const untouched = o.nextSeq === 0 && o.pendingChunks.size === 0 && o.endSeq === undefined;
+      if (!o.retried && untouched) {
         o.retried = true;
         this.stats.retries += 1;
         this.#dispatch(handle, nowMs);
+        return;
+      }
+      if (!untouched) {
+        this.#failRequest(handle, fail('no_session', 'the peer lost the session after part of the stream had arrived; not retried'));
         return;
       }
     }
@@ -963,6 +1327,14 @@ export class Endpoint {
   }
 
   // ---- replying to requests we serve ----
+
+  #rememberReply(id: string, reply: SentReply): void {
+    if (this.#sentReplies.size >= MAX_SENT_REPLIES) {
+      const oldest = this.#sentReplies.keys().next().value;
+      if (oldest !== undefined) this.#sentReplies.delete(oldest);
+    }
+    this.#sentReplies.set(id, reply);
+  }
 
   #reply(to: string, requestId: string, type: MsgType, body: JsonValue, ends: boolean, nowMs: number): void {
     const invalid = jsonProblem(body);
@@ -988,7 +1360,9 @@ export class Endpoint {
     // On the request's session, or signed in plaintext for a plaintext peer.
     const send = (what: MsgType, payload: JsonValue): boolean => {
       const header = this.#header(to, what, requestId, nowMs);
-      return session !== undefined ? this.#sealAndSend(session, header, payload) : this.#sendSigned(header, payload);
+      const sent = session !== undefined ? this.#sealAndSend(session, header, payload) : this.#sendSigned(header, payload);
+      if (sent) this.#rememberReply(header.id, { to, requestId, sid: served.sid, type: what, deadlineMs: served.deadlineMs });
+      return sent;
     };
     if (!send(type, body)) {
       // Too large for one envelope: the caller gets too_large rather than waiting for its timeout.
@@ -1048,6 +1422,15 @@ export class Endpoint {
 
   /** Timeouts and lifetimes; call at nextDeadline() at the latest. */
   tick(nowMs: number): void {
+    try {
+      this.#tick(nowMs);
+    } finally {
+      this.#settle(nowMs);
+    }
+  }
+
+  #tick(nowMs: number): void {
+    // Every expired request first, so that no new handshake is started for one about to expire.
     const expired = [...this.#outstanding.entries()]
       .filter(([, o]) => nowMs >= o.deadlineMs)
       .map(([handle]) => handle)
@@ -1055,13 +1438,21 @@ export class Endpoint {
     for (const handle of expired) {
       const o = this.#outstanding.get(handle);
       if (o === undefined) continue;
-      const peer = o.peer;
       if (o.cancelWhenSent) this.#finish(handle);
       else this.#failRequest(handle, fail('timeout', 'no reply within the timeout'));
-      this.#abandonHandshakeIfStartedBy(handle, peer, nowMs);
+    }
+    // A pending handshake lives only while a request relies on it, and never past the longest
+    // deadline of those (a stuck handshake must not block its peer).
+    // (#finish abandons it with its starter, which is either carried or first in the queue, so a
+    // handshake with a live starter is relied on; this is the backstop.)
+    for (const [peer, handshake] of [...this.#handshakes]) {
+      if (!this.#outstanding.has(handshake.starter) || nowMs >= handshake.expiresMs) this.#abandonHandshake(peer);
     }
     for (const [key, served] of this.#served) {
       if (served.deadlineMs !== undefined && nowMs >= served.deadlineMs) this.#served.delete(key);
+    }
+    for (const [id, reply] of this.#sentReplies) {
+      if (reply.deadlineMs !== undefined && nowMs >= reply.deadlineMs) this.#sentReplies.delete(id);
     }
     this.sessions.expire(nowMs);
     this.#memory.expire(nowMs);
@@ -1072,6 +1463,9 @@ export class Endpoint {
     for (const o of this.#outstanding.values()) if (next === undefined || o.deadlineMs < next) next = o.deadlineMs;
     for (const served of this.#served.values()) {
       if (served.deadlineMs !== undefined && (next === undefined || served.deadlineMs < next)) next = served.deadlineMs;
+    }
+    for (const handshake of this.#handshakes.values()) {
+      if (next === undefined || handshake.expiresMs < next) next = handshake.expiresMs;
     }
     return next;
   }

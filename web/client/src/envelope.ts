@@ -327,6 +327,11 @@ export function checkFreshness(envelope: Envelope, nowMs: number, policy: Freshn
 
 export interface ReceiveOptions extends FreshnessPolicy {
   maxBytes?: number;
+  /**
+   * Called for a signed envelope after the freshness check and before its signature is verified
+   * (the first crypto): throwing refuses it (rate limits, step 2s nobody waits for).
+   */
+  admit?: (envelope: Envelope) => void;
 }
 
 /**
@@ -345,6 +350,7 @@ export function receiveEnvelope(
   const { envelope, object } = parsed;
   if (isSigned(envelope)) {
     checkFreshness(envelope, nowMs, options);
+    options.admit?.(envelope);
     if (!verifyEnvelope(object)) throw badRequest('envelope: signature does not verify for `from`');
     memory.remember(envelope.from, envelope.id, envelope.timestamp, nowMs);
   }

@@ -1,9 +1,14 @@
 // RFC 8785 JSON Canonicalization Scheme: the bytes every signature covers (protocol §1).
 // Members sorted by UTF-16 code units (JavaScript's own string order), numbers as ECMAScript's
 // Number::toString, strings with the minimal escapes of JSON.stringify, no whitespace.
+// Only what our own parser (ijson.ts) accepts has a canonical form here, so we never sign or send
+// what a receiver must refuse: numbers of magnitude in (2^53−1, 1e21) — written as plain digits,
+// an integer beyond I-JSON's range — are refused, and so is every object that is not a plain
+// object or array (Date, Map, Set, typed arrays, class instances would otherwise become `{}` or
+// lists of indices).
 import { badRequest } from './errors.js';
 import { hasLoneSurrogate, utf8Encode } from './bytes.js';
-import { MAX_JSON_DEPTH, type JsonValue } from './ijson.js';
+import { MAX_JSON_DEPTH, MAX_SAFE_INTEGER, type JsonValue } from './ijson.js';
 
 /** Canonical text of a JSON value. Throws MeshError for values that have no JSON form. */
 export function canonicalize(value: JsonValue): string {
@@ -39,6 +44,7 @@ function write(value: JsonValue, out: string[], depth: number): void {
       if (value === null) {
         out.push('null');
       } else if (Array.isArray(value)) {
+        if (!isPlainArray(value)) throw badRequest(`JCS: ${describe(value)} has no JSON form`);
         out.push('[');
         for (let i = 0; i < value.length; i++) {
           if (i > 0) out.push(',');
@@ -48,6 +54,7 @@ function write(value: JsonValue, out: string[], depth: number): void {
         }
         out.push(']');
       } else {
+        if (!isPlainObject(value)) throw badRequest(`JCS: ${describe(value)} has no JSON form`);
         out.push('{');
         // Default sort compares UTF-16 code units: exactly RFC 8785 §3.2.3.
         const names = Object.keys(value).sort();
@@ -75,9 +82,41 @@ function quote(text: string): string {
   return JSON.stringify(text);
 }
 
-/** RFC 8785 §3.2.2.3: ECMAScript Number::toString; both zeros are "0"; no form for NaN/Infinity. */
+/**
+ * RFC 8785 §3.2.2.3: ECMAScript Number::toString; both zeros are "0"; no form for NaN/Infinity, nor
+ * (docs/protocol.md "JSON numbers") for magnitudes in (2^53−1, 1e21), which it writes as plain
+ * digits: an integer outside ±(2^53−1) that every receiver refuses.
+ */
 export function numberToJcs(value: number): string {
   if (!Number.isFinite(value)) throw badRequest(`JCS: ${value} has no JSON form`);
   if (value === 0) return '0';
+  const magnitude = Math.abs(value);
+  if (magnitude > MAX_SAFE_INTEGER && magnitude < 1e21) {
+    throw badRequest(`JCS: ${value} would be written as an integer beyond ±(2^53−1), which I-JSON receivers refuse`);
+  }
   return String(value);
+}
+
+/** An object literal (or Object.create(null)), also from another realm; not a Date, Map, class… */
+function isPlainObject(value: object): boolean {
+  const proto: unknown = Object.getPrototypeOf(value);
+  if (proto === null || proto === Object.prototype) return true;
+  // Another realm's Object.prototype: its own prototype is null and its constructor is "Object".
+  if (Object.getPrototypeOf(proto) !== null) return false;
+  const ctor = (proto as { constructor?: unknown }).constructor;
+  return typeof ctor === 'function' && ctor.name === 'Object';
+}
+
+/** An array literal, also from another realm; not an Array subclass. */
+function isPlainArray(value: unknown[]): boolean {
+  const proto: unknown = Object.getPrototypeOf(value);
+  if (proto === Array.prototype) return true;
+  if (proto === null || (proto as { constructor?: { name?: unknown } }).constructor?.name !== 'Array') return false;
+  const objectProto: unknown = Object.getPrototypeOf(proto);
+  return objectProto !== null && Object.getPrototypeOf(objectProto) === null;
+}
+
+function describe(value: object): string {
+  const name = (Object.getPrototypeOf(value) as { constructor?: { name?: unknown } } | null)?.constructor?.name;
+  return typeof name === 'string' && name !== '' ? `a ${name.slice(0, 40)}` : 'an object with a prototype';
 }

@@ -41,8 +41,12 @@ export interface MeshClientOptions {
   connectTimeoutMs?: number;
   reconnectInitialMs?: number;
   reconnectMaxMs?: number;
-  /** Frames held while the relay connection is down (default 4096). */
+  /** Frames held while the relay connection is down (default 4096) ... */
   maxQueuedFrames?: number;
+  /** ... and their bytes (default 8 MiB). */
+  maxQueuedBytes?: number;
+  /** Bytes of stream chunks waiting for a reader, per stream (default 8 MiB; also at most 1,024 chunks). */
+  maxBufferedStreamBytes?: number;
   /** Engine limits (sessions, freshness, sizes) for tests and tuning. */
   endpoint?: Omit<EndpointOptions, 'plaintextPeers' | 'defaultTimeoutMs'>;
   /** Log lines (no secrets, no payloads). */
@@ -89,11 +93,34 @@ export type StreamHandler = (call: IncomingCall) => AsyncIterable<JsonValue> | I
 const IDLE_TICK_MS = 1000;
 /** Stream chunks waiting for a reader; past it the stream fails with internal and is cancelled. */
 const MAX_BUFFERED_CHUNKS = 1024;
-/** A stream handler waits while more frames than this wait for the relay connection. */
+/** ... and their bytes (default of maxBufferedStreamBytes). */
+const MAX_BUFFERED_STREAM_BYTES = 8 * 1024 * 1024;
+/** A stream handler waits while more frames than this wait for the relay connection ... */
 const HANDLER_BACKPRESSURE_FRAMES = 256;
+/** ... or while the socket holds more than this unsent (then until ≤ 256 KiB, the link's default). */
+const HANDLER_BACKPRESSURE_BYTES = 1024 * 1024;
 
 function closedError(): MeshError {
   return new MeshError('cancelled', 'the client is closed');
+}
+
+/** A throw from the engine where a request is made: a rejection, never a synchronous throw. */
+function asRequestError(error: unknown): MeshError {
+  if (error instanceof MeshError) return error;
+  return new MeshError('internal', error instanceof Error ? error.message : String(error));
+}
+
+/** `promise`, or earlier when `signal` aborts. */
+function untilAborted(promise: Promise<void>, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    signal.addEventListener('abort', done, { once: true });
+    void promise.then(done);
+  });
 }
 
 function asMeshError(error: unknown): MeshError {
@@ -110,17 +137,24 @@ interface UnaryCall {
 
 /** The state behind one stream(): chunks in seq order, bounded, then the end or an error. */
 class StreamState {
-  readonly chunks: JsonValue[] = [];
+  readonly chunks: { body: JsonValue; bytes: number }[] = [];
+  bytes = 0;
+  readonly maxBytes: number;
   ended = false;
   error: MeshError | undefined;
   waiter: { resolve: (r: IteratorResult<JsonValue>) => void; reject: (e: MeshError) => void } | undefined;
   cleanup: () => void = () => {};
 
+  constructor(maxBytes: number) {
+    this.maxBytes = maxBytes;
+  }
+
   get finished(): boolean {
     return this.ended || this.error !== undefined;
   }
 
-  push(chunk: JsonValue): boolean {
+  /** false: the reader is too far behind (too many chunks or bytes waiting). */
+  push(chunk: JsonValue, bytes: number): boolean {
     if (this.finished) return true;
     if (this.waiter !== undefined) {
       const waiter = this.waiter;
@@ -128,9 +162,16 @@ class StreamState {
       waiter.resolve({ value: chunk, done: false });
       return true;
     }
-    if (this.chunks.length >= MAX_BUFFERED_CHUNKS) return false;
-    this.chunks.push(chunk);
+    if (this.chunks.length >= MAX_BUFFERED_CHUNKS || this.bytes + bytes > this.maxBytes) return false;
+    this.chunks.push({ body: chunk, bytes });
+    this.bytes += bytes;
     return true;
+  }
+
+  shift(): JsonValue {
+    const next = this.chunks.shift()!;
+    this.bytes -= next.bytes;
+    return next.body;
   }
 
   finish(error?: MeshError): void {
@@ -161,7 +202,7 @@ export class MeshStream implements AsyncIterable<JsonValue> {
   /** The next chunk; done after stream_end; rejects with MeshError when the stream fails. */
   next(): Promise<IteratorResult<JsonValue>> {
     const state = this.#state;
-    if (state.chunks.length > 0) return Promise.resolve({ value: state.chunks.shift() as JsonValue, done: false });
+    if (state.chunks.length > 0) return Promise.resolve({ value: state.shift(), done: false });
     if (state.error !== undefined) return Promise.reject(state.error);
     if (state.ended) return Promise.resolve({ value: undefined, done: true });
     if (state.waiter !== undefined) return Promise.reject(new MeshError('bad_request', 'next() is already waiting'));
@@ -208,6 +249,8 @@ export class MeshClient {
   #status: LinkStatus;
   #statusWaiters: (() => void)[] = [];
   #pumping = false;
+  /** Set once close() has failed everything: no timer is armed any more. */
+  #stopped = false;
 
   constructor(identity: Identity, options: MeshClientOptions) {
     this.identity = identity;
@@ -229,6 +272,7 @@ export class MeshClient {
       reconnectMaxMs: options.reconnectMaxMs,
       maxFrameBytes: options.endpoint?.maxEnvelopeBytes,
       maxQueuedFrames: options.maxQueuedFrames,
+      maxQueuedBytes: options.maxQueuedBytes,
       onEnvelope: (frame) => {
         this.endpoint.receive(frame, Date.now());
         this.#pump();
@@ -296,7 +340,13 @@ export class MeshClient {
     const signal = options.signal;
     if (signal?.aborted === true) return Promise.reject(new MeshError('cancelled', 'the signal was already aborted'));
     return new Promise<JsonValue>((resolve, reject) => {
-      const handle = this.endpoint.request(target, capability, body, { timeoutMs: options.timeoutMs }, Date.now());
+      let handle: RequestHandle;
+      try {
+        handle = this.endpoint.request(target, capability, body, { timeoutMs: options.timeoutMs }, Date.now());
+      } catch (error) {
+        reject(asRequestError(error));
+        return;
+      }
       const onAbort = () => {
         this.endpoint.cancel(handle, Date.now(), 'cancelled: the signal was aborted');
         this.#pump();
@@ -313,7 +363,7 @@ export class MeshClient {
 
   /** Sends a stream request; iterate the result with `for await`. */
   stream(target: string, capability: string, body: JsonValue, options: RequestOptions = {}): MeshStream {
-    const state = new StreamState();
+    const state = new StreamState(this.#options.maxBufferedStreamBytes ?? MAX_BUFFERED_STREAM_BYTES);
     let handle: RequestHandle | undefined;
     const cancel = () => {
       if (handle === undefined) return;
@@ -331,7 +381,13 @@ export class MeshClient {
       state.finish(new MeshError('cancelled', 'the signal was already aborted'));
       return stream;
     }
-    handle = this.endpoint.request(target, capability, body, { stream: true, timeoutMs: options.timeoutMs }, Date.now());
+    // Never throws here: a refusal (bad target, body, timeout…) arrives as the stream's error.
+    try {
+      handle = this.endpoint.request(target, capability, body, { stream: true, timeoutMs: options.timeoutMs }, Date.now());
+    } catch (error) {
+      state.finish(asRequestError(error));
+      return stream;
+    }
     const onAbort = () => {
       if (handle === undefined) return;
       this.endpoint.cancel(handle, Date.now(), 'cancelled: the signal was aborted');
@@ -365,12 +421,17 @@ export class MeshClient {
         call.controller.abort(closedError());
         this.served.delete(key);
       }
+      // Nothing is left to time out: no timer from here on (frames arriving while the link closes
+      // still reach the engine, which answers them, but must not re-arm one).
+      this.#stopped = true;
       this.#pump();
-      if (this.#timer !== undefined) clearTimeout(this.#timer);
-      this.#timer = undefined;
-      this.#timerAt = Infinity;
-      await this.link.close();
-      this.#closed = true;
+      this.#clearTimer();
+      try {
+        await this.link.close();
+      } finally {
+        this.#closed = true;
+        this.#clearTimer();
+      }
     })();
     return this.#closePromise;
   }
@@ -421,12 +482,12 @@ export class MeshClient {
   }
 
   #failEverything(error: MeshError): void {
-    const now = Date.now();
     for (const handle of [...this.#unary.keys(), ...this.#streams.keys()]) {
       this.#completeUnary(handle, error);
       this.#finishStream(handle, error);
-      this.endpoint.cancel(handle, now, error.message);
     }
+    // All at once: no new handshake is started for a request about to be cancelled.
+    this.endpoint.cancelAll(Date.now(), error.message);
     this.endpoint.takeEvents(); // the cancellations just reported what we already know
   }
 
@@ -481,13 +542,19 @@ export class MeshClient {
       case 'peer_cancelled':
         this.onPeerCancelled(event.from, event.id);
         return;
+      case 'serve_failed':
+        this.onServeFailed(event.from, event.id, event.error);
+        return;
       case 'response':
         this.#completeUnary(event.handle, { body: event.body });
         return;
       case 'chunk': {
         const state = this.#streams.get(event.handle);
-        if (state !== undefined && !state.push(event.body)) {
-          this.#finishStream(event.handle, new MeshError('internal', `more than ${MAX_BUFFERED_CHUNKS} stream chunks waiting for the reader`));
+        if (state !== undefined && !state.push(event.body, event.bytes)) {
+          this.#finishStream(
+            event.handle,
+            new MeshError('internal', `more than ${MAX_BUFFERED_CHUNKS} stream chunks or ${state.maxBytes} bytes waiting for the reader`),
+          );
           this.endpoint.cancel(event.handle, Date.now());
         }
         return;
@@ -512,11 +579,17 @@ export class MeshClient {
   }
 
   protected onPeerCancelled(from: string, id: string): void {
+    this.onServeFailed(from, id, new MeshError('cancelled', 'the caller cancelled the request'));
+  }
+
+  /** A request served can no longer be answered (cancelled, or its reply undeliverable): stop the handler. */
+  protected onServeFailed(from: string, id: string, error: MeshError): void {
     const key = `${from} ${id}`;
     const call = this.served.get(key);
     if (call === undefined) return;
     this.served.delete(key);
-    call.controller.abort(new MeshError('cancelled', 'the caller cancelled the request'));
+    this.#log('info', 'request.serve_failed', `${error.code} serving ${from}`);
+    call.controller.abort(error);
   }
 
   protected refuse(request: { from: string; id: string; capability: string }, code: MeshErrorCode, message: string, retryAfterMs?: number): void {
@@ -530,8 +603,14 @@ export class MeshClient {
     this.#pump();
   }
 
+  #clearTimer(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
+  }
+
   #armTimer(): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#stopped) return;
     const now = Date.now();
     let next = now + IDLE_TICK_MS;
     const deadline = this.endpoint.nextDeadline();
@@ -678,7 +757,10 @@ export class MeshAgent extends MeshClient {
           return;
         }
         this.pump();
-        if (this.link.queuedFrames >= HANDLER_BACKPRESSURE_FRAMES) await this.link.whenDrained(HANDLER_BACKPRESSURE_FRAMES / 2);
+        if (this.link.queuedFrames >= HANDLER_BACKPRESSURE_FRAMES || this.link.bufferedAmount > HANDLER_BACKPRESSURE_BYTES) {
+          // Paced by the relay connection: its queue, and the socket's own buffer while online.
+          await untilAborted(this.link.whenDrained(HANDLER_BACKPRESSURE_FRAMES / 2), call.signal);
+        }
       }
     } catch (error) {
       failure = asMeshError(error);

@@ -5,13 +5,18 @@
 //   match the URL dialled (or options.expectedRelayId) before anything is signed; a mismatch closes
 //   with 1000 and moves on to the next URL.
 // - Resume tokens are kept per normalised relay URL, shown only to the relay that issued them,
-//   single use.
+//   single use (after a fail-over A → B → A, A sees its own token again, never B's).
 // - Keepalive: browsers cannot send WebSocket pings, so `{"type":"ping"}` goes out every
 //   heartbeat_ms (from the welcome, clamped to 500 ms – 1 h); when a ping got nothing at all back
 //   by the next one, the link is presumed dead and dropped at once (noticed within 1–2 intervals).
 // - Stored envelopes (the first `buffered` after welcome) are acked once onEnvelope has returned,
 //   ≤ 256 IDs per frame: at 256, after the last stored one, or 20 ms after the first pending one.
-// - Frames sent while offline wait (at most maxQueuedFrames) and go out after the next welcome.
+//   Acks not yet written when the link fails over go only to the relay that delivered them: a
+//   connection to another relay drops them (that relay never stored those envelopes).
+// - Frames sent while offline wait (at most maxQueuedFrames and maxQueuedBytes) and go out after
+//   the next welcome.
+// - whenDrained() waits for the queue and for the socket's own buffer (bufferedAmount, polled
+//   every 25 ms while above the bound), so a producer is paced by the network while online too.
 // - Reconnect: URLs in turn, full-jitter backoff in [0, min(reconnectMax, reconnectInitial·2^n)],
 //   reset after a welcome. After 4009 (replaced) or 4003 (revoked) it gives up for good.
 // - During authentication every frame must arrive within connectTimeoutMs (so must the open).
@@ -38,6 +43,8 @@ import { isUuidV4 } from './uuid.js';
 /** The part of the WebSocket API the link uses (browsers, Deno, Node ≥ 22, the `ws` package). */
 export interface WebSocketLike {
   readonly readyState: number;
+  /** Bytes queued by send() but not yet transmitted (browsers, `ws`); absent: taken as 0. */
+  readonly bufferedAmount?: number;
   send(data: string): void;
   close(code?: number, reason?: string): void;
   onopen: ((event: unknown) => void) | null;
@@ -75,6 +82,10 @@ export interface RelayLinkOptions {
   maxFrameBytes?: number | undefined;
   /** Frames held while offline; past it send() returns false. */
   maxQueuedFrames?: number | undefined;
+  /** ... and their bytes (default 8 MiB). */
+  maxQueuedBytes?: number | undefined;
+  /** whenDrained() also waits until the socket's bufferedAmount is at most this (default 256 KiB). */
+  drainBufferedBytes?: number | undefined;
   /** Uniform [0, 1) for the jitter (tests fix it). */
   random?: (() => number) | undefined;
   onEnvelope: (frame: string) => void;
@@ -90,7 +101,11 @@ const DEFAULTS = {
   reconnectMaxMs: 10_000,
   maxFrameBytes: 1024 * 1024,
   maxQueuedFrames: 4096,
+  maxQueuedBytes: 8 * 1024 * 1024,
+  drainBufferedBytes: 256 * 1024,
 };
+/** How often whenDrained() looks at bufferedAmount while it is above the bound. */
+const DRAIN_POLL_MS = 25;
 const MIN_HEARTBEAT_MS = 500;
 const MAX_HEARTBEAT_MS = 3600 * 1000;
 /** Acks of stored envelopes wait at most this long for company. */
@@ -135,6 +150,8 @@ function utf8Length(text: string): number {
 interface Ending {
   closeCode?: number | undefined;
   reason: string;
+  /** Set when no later connection can do better (the identity cannot sign): give up with this code. */
+  giveUp?: MeshErrorCode;
 }
 
 /** One WebSocket, from dial to close. */
@@ -168,16 +185,21 @@ export class RelayLink {
   #urlIndex = 0;
   #attempt = 0;
   #queue: string[] = [];
+  #queuedBytes = 0;
   #acksOut: string[] = [];
   #pendingAcks: string[] = [];
-  #resume: { relay: string; token: string } | undefined;
+  /** The relay (normalised URL) that delivered the stored envelopes pendingAcks/acksOut ack. */
+  #acksRelay: string | undefined;
+  /** Resume tokens by normalised relay URL (single use). */
+  readonly #resume = new Map<string, string>();
   #timers = new Set<ReturnType<typeof setTimeout>>();
   #authTimer: ReturnType<typeof setTimeout> | undefined;
   #heartbeatTimer: ReturnType<typeof setInterval> | undefined;
   #ackTimer: ReturnType<typeof setTimeout> | undefined;
   #backoffTimer: ReturnType<typeof setTimeout> | undefined;
   #closeWaiters: (() => void)[] = [];
-  #drainWaiters: (() => void)[] = [];
+  #drainWaiters: { below: number; maxBuffered: number; resolve: () => void }[] = [];
+  #drainPoll: ReturnType<typeof setTimeout> | undefined;
 
   constructor(options: RelayLinkOptions) {
     const WebSocketImpl =
@@ -200,6 +222,8 @@ export class RelayLink {
       reconnectMaxMs: options.reconnectMaxMs ?? DEFAULTS.reconnectMaxMs,
       maxFrameBytes: options.maxFrameBytes ?? DEFAULTS.maxFrameBytes,
       maxQueuedFrames: options.maxQueuedFrames ?? DEFAULTS.maxQueuedFrames,
+      maxQueuedBytes: options.maxQueuedBytes ?? DEFAULTS.maxQueuedBytes,
+      drainBufferedBytes: options.drainBufferedBytes ?? DEFAULTS.drainBufferedBytes,
     };
   }
 
@@ -218,6 +242,19 @@ export class RelayLink {
     return this.#queue.length;
   }
 
+  /** Their bytes (UTF-8). */
+  get queuedBytes(): number {
+    return this.#queuedBytes;
+  }
+
+  /** What the live socket holds but has not transmitted yet (0 when offline). */
+  get bufferedAmount(): number {
+    const conn = this.#conn;
+    if (conn === undefined || conn.phase !== 'live') return 0;
+    const amount = conn.ws.bufferedAmount;
+    return typeof amount === 'number' && Number.isFinite(amount) && amount > 0 ? amount : 0;
+  }
+
   start(): void {
     if (this.#started || this.#closing) return;
     this.#started = true;
@@ -230,20 +267,33 @@ export class RelayLink {
    */
   send(frame: string): boolean {
     if (this.#gaveUp !== undefined || this.#closing) return false;
-    if (utf8Length(frame) > this.#options.maxFrameBytes) {
+    const bytes = utf8Length(frame);
+    if (bytes > this.#options.maxFrameBytes) {
       this.#log('warn', 'relay.frame_too_large', `${frame.length} characters`);
       return false;
     }
     if (this.#queue.length >= this.#options.maxQueuedFrames) return false;
+    if (this.#queue.length > 0 && this.#queuedBytes + bytes > this.#options.maxQueuedBytes) return false;
     this.#queue.push(frame);
+    this.#queuedBytes += bytes;
     this.#flush();
     return true;
   }
 
-  /** Resolves once fewer than `below` frames are queued (or the link is closed). */
-  whenDrained(below: number): Promise<void> {
-    if (this.#queue.length < below || this.#gaveUp !== undefined || this.#closing) return Promise.resolve();
-    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+  /**
+   * Resolves once fewer than `below` frames are queued and the socket's bufferedAmount is at most
+   * `maxBuffered` (default drainBufferedBytes), or the link is closed.
+   */
+  whenDrained(below: number, maxBuffered: number = this.#options.drainBufferedBytes): Promise<void> {
+    if (this.#isDrained(below, maxBuffered) || this.#gaveUp !== undefined || this.#closing) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#drainWaiters.push({ below, maxBuffered, resolve });
+      this.#checkDrainWaiters();
+    });
+  }
+
+  #isDrained(below: number, maxBuffered: number): boolean {
+    return this.#queue.length < below && this.bufferedAmount <= maxBuffered;
   }
 
   /** Flushes pending acks, closes with 1000 and stops reconnecting. Resolves when the socket is gone. */
@@ -267,7 +317,7 @@ export class RelayLink {
       this.#gaveUp = { code: 'cancelled', reason: 'closed: the application closed the link' };
       this.#status({ state: 'closed', reason: this.#gaveUp.reason, code: 'cancelled', ...(conn?.phase === 'live' ? { closeCode: 1000 } : {}) });
     }
-    this.#releaseDrainWaiters();
+    this.#checkDrainWaiters();
     return done.then(() => {
       for (const timer of this.#timers) clearTimeout(timer);
       this.#timers.clear();
@@ -307,10 +357,19 @@ export class RelayLink {
     this.#timers.delete(timer);
   }
 
-  #releaseDrainWaiters(): void {
-    const waiters = this.#drainWaiters;
-    this.#drainWaiters = [];
-    for (const resolve of waiters) resolve();
+  /** Resolves the drain waiters whose bound is met (all once closed); polls bufferedAmount meanwhile. */
+  #checkDrainWaiters(): void {
+    const over = this.#gaveUp !== undefined || this.#closing;
+    const ready = over ? this.#drainWaiters : this.#drainWaiters.filter((w) => this.#isDrained(w.below, w.maxBuffered));
+    if (ready.length > 0) this.#drainWaiters = this.#drainWaiters.filter((w) => !ready.includes(w));
+    for (const waiter of ready) waiter.resolve();
+    // The socket's buffer empties without an event: look again shortly while someone waits on it.
+    if (this.#drainWaiters.length > 0 && this.bufferedAmount > 0 && this.#drainPoll === undefined) {
+      this.#drainPoll = this.#after(DRAIN_POLL_MS, () => {
+        this.#drainPoll = undefined;
+        this.#checkDrainWaiters();
+      });
+    }
   }
 
   // ---- dialling ----
@@ -331,7 +390,15 @@ export class RelayLink {
     const conn = new Connection(ws, url);
     this.#conn = conn;
     ws.onopen = () => this.#onOpen(conn);
-    ws.onmessage = (event) => this.#onMessage(conn, event.data);
+    ws.onmessage = (event) => {
+      try {
+        this.#onMessage(conn, event.data);
+      } catch (error) {
+        // Nothing may escape into the WebSocket's event dispatch: end this connection instead.
+        this.#log('error', 'relay.internal', error instanceof Error ? error.message : String(error));
+        this.#violation(conn, CLOSE_CODES.normal, `internal error handling a relay frame: ${error instanceof Error ? error.message : String(error)}`);
+      }
+    };
     ws.onerror = () => {
       // The close event that follows says what happened.
     };
@@ -363,11 +430,8 @@ export class RelayLink {
     if (conn !== this.#conn || conn.phase !== 'opening') return;
     conn.phase = 'hello';
     const relay = normalizeRelayUrl(conn.url) ?? conn.url;
-    let resume: string | undefined;
-    if (this.#resume !== undefined && this.#resume.relay === relay) {
-      resume = this.#resume.token;
-      this.#resume = undefined; // single use (§6): consumed whatever happens next
-    }
+    const resume = this.#resume.get(relay);
+    this.#resume.delete(relay); // single use (§6): consumed whatever happens next
     conn.sentResume = resume !== undefined;
     this.#write(conn, helloFrame(this.#options.identity.agentId, resume));
     this.#armAuthTimer(conn, 'waiting for the challenge');
@@ -525,14 +589,35 @@ export class RelayLink {
       });
       return;
     }
-    this.#write(conn, authFrame(this.#options.identity, frame));
+    let auth: string;
+    try {
+      auth = authFrame(this.#options.identity, frame);
+    } catch (error) {
+      // E.g. the identity was destroyed: nothing to authenticate with on this connection.
+      const why = error instanceof Error ? error.message : String(error);
+      this.#log('error', 'relay.auth_failed', why);
+      this.#closeSocket(conn, CLOSE_CODES.normal);
+      this.#ended(conn, { reason: `cannot sign the relay's challenge: ${why}; not reconnecting`, giveUp: 'internal' });
+      return;
+    }
+    this.#write(conn, auth);
     this.#armAuthTimer(conn, 'waiting for the welcome');
   }
 
   #goLive(conn: Connection, token: string, heartbeatMs: number, buffered: number, resumed: boolean): void {
     this.#clearTimer(this.#authTimer);
     conn.phase = 'live';
-    this.#resume = { relay: normalizeRelayUrl(conn.url) ?? conn.url, token };
+    const relay = normalizeRelayUrl(conn.url) ?? conn.url;
+    this.#resume.set(relay, token);
+    if (this.#acksRelay !== undefined && this.#acksRelay !== relay && this.#pendingAcks.length + this.#acksOut.length > 0) {
+      // Acks belong to the relay that stored the envelopes; another relay has nothing to delete.
+      this.#log('info', 'relay.acks_dropped', `${this.#pendingAcks.length + this.#acksOut.length} acks for ${this.#acksRelay} after a fail-over`);
+      this.#clearTimer(this.#ackTimer);
+      this.#ackTimer = undefined;
+      this.#pendingAcks = [];
+      this.#acksOut = [];
+    }
+    this.#acksRelay = relay;
     conn.storedRemaining = buffered;
     conn.heartbeatMs = Math.min(Math.max(heartbeatMs, MIN_HEARTBEAT_MS), MAX_HEARTBEAT_MS);
     conn.lastHeard = Date.now();
@@ -575,6 +660,7 @@ export class RelayLink {
     if (!stored) return;
     // Processed or dropped, whatever the verdict (§6): acked so that it is not delivered again.
     if (id !== undefined) {
+      this.#acksRelay = normalizeRelayUrl(conn.url) ?? conn.url;
       this.#pendingAcks.push(id);
       if (this.#pendingAcks.length >= MAX_ACK_IDS || conn.storedRemaining === 0) {
         this.#flushAcks();
@@ -611,9 +697,10 @@ export class RelayLink {
     }
     while (this.#queue.length > 0) {
       if (!this.#write(conn, this.#queue[0]!)) return;
-      this.#queue.shift();
+      this.#queuedBytes -= utf8Length(this.#queue.shift()!);
     }
-    this.#releaseDrainWaiters();
+    if (this.#queue.length === 0) this.#queuedBytes = 0;
+    this.#checkDrainWaiters();
   }
 
   // ---- the end of a connection ----
@@ -630,6 +717,7 @@ export class RelayLink {
     this.#clearTimer(this.#authTimer);
     if (this.#heartbeatTimer !== undefined) clearInterval(this.#heartbeatTimer);
     this.#heartbeatTimer = undefined;
+    this.#checkDrainWaiters();
     if (this.#closing) {
       this.#log('info', 'relay.closed', conn.url);
       const waiters = this.#closeWaiters;
@@ -638,6 +726,10 @@ export class RelayLink {
       return;
     }
     if (wasLive) this.#log('warn', 'relay.disconnected', `${conn.url}: ${ending.reason}`);
+    if (ending.giveUp !== undefined) {
+      this.#giveUp(ending.giveUp, ending.reason, CLOSE_CODES.normal);
+      return;
+    }
     if (ending.closeCode === CLOSE_CODES.replaced) {
       this.#giveUp('unreachable', 'replaced: another process connected as this agent (close 4009); not reconnecting', 4009);
       return;
@@ -671,11 +763,12 @@ export class RelayLink {
   #giveUp(code: MeshErrorCode, reason: string, closeCode: number): void {
     this.#gaveUp = { code, reason, closeCode };
     this.#queue = [];
+    this.#queuedBytes = 0;
     this.#acksOut = [];
     this.#pendingAcks = [];
     this.#log('error', 'relay.gave_up', reason);
     this.#status({ state: 'closed', reason, closeCode, code });
-    this.#releaseDrainWaiters();
+    this.#checkDrainWaiters();
   }
 }
 

@@ -2,7 +2,7 @@
 // carried in signed handshake envelopes, then transport messages with explicit counters and the
 // envelope header as associated data. Pure: envelopes and time in, envelopes and decisions out.
 //
-//   ReplayWindow      received counters, WireGuard style (4,096 bits)
+//   ReplayWindow      received counters, WireGuard style (4,096 bits as 64 words of 64, as the C++ core)
 //   NoiseSession      one established session: seal/open transport envelopes, failure count, lifetime
 //   startHandshake / acceptHandshake / finishHandshake
 //                     the two handshake steps as envelopes
@@ -33,7 +33,7 @@ export interface SessionLimits {
   retireGraceMs: number;
   /** A responder keeps at most this many sessions per peer (the oldest goes). */
   maxResponderSessionsPerPeer: number;
-  /** Bound on all sessions of one agent; the oldest goes first. */
+  /** Bound on all sessions of one agent; the oldest goes first (default 4,096: browser-sized; the C++ core keeps 65,536). */
   maxSessionsTotal: number;
   /** This many consecutive decryption failures drop a session. */
   maxConsecutiveFailures: number;
@@ -44,7 +44,7 @@ export const DEFAULT_SESSION_LIMITS: Readonly<SessionLimits> = Object.freeze({
   maxAgeMs: 24 * 60 * 60 * 1000,
   retireGraceMs: 10 * 60 * 1000,
   maxResponderSessionsPerPeer: 8,
-  maxSessionsTotal: 65536,
+  maxSessionsTotal: 4096,
   maxConsecutiveFailures: 16,
 });
 
@@ -67,20 +67,24 @@ const prologueBytes = utf8Encode(NOISE_PROLOGUE);
 export type ReplayVerdict = 'fresh' | 'replayed' | 'too_old';
 
 const REPLAY_WINDOW_BITS = 4096;
+/** The C++ core's geometry (src/core/replay_window.cpp): 64 words of 64 bits. */
+const WORD_BITS = 64;
+const WORDS = REPLAY_WINDOW_BITS / WORD_BITS;
 
 /**
  * Sliding window of received counters (protocol §5, WireGuard style): accepts each counter once,
  * in any order, as long as it is within the window behind the highest seen. 4,096 bits kept as
- * 128 words of 32; a counter whose word the ring has recycled is too old, so the window always
- * covers at least 4,065 counters behind the highest (§5 asks ≥ 2048). The caller checks first and
- * marks only after the tag verified, so a forged counter never moves the window.
+ * 64 words of 64 — the C++ core's geometry, so both give the same verdict for every counter: a
+ * counter whose word the ring has recycled is too old, so the window always covers at least 4,033
+ * counters behind the highest (§5 asks ≥ 2048). Each 64-bit word is two 32-bit halves here. The
+ * caller checks first and marks only after the tag verified, so a forged counter never moves the
+ * window.
  */
 export class ReplayWindow {
   static readonly BITS = REPLAY_WINDOW_BITS;
-  // A literal, not `ReplayWindow.BITS / 32`: tsc's emit of a static initializer naming its own class
-  // reads the class before it is bound (seen as a TypeError when client/dist is loaded in Node).
-  static readonly #WORDS = REPLAY_WINDOW_BITS / 32;
-  readonly #bits = new Uint32Array(ReplayWindow.#WORDS);
+  static readonly WORD_BITS = WORD_BITS;
+  /** Word w's low 32 bits at [2w], high 32 bits at [2w + 1]. */
+  readonly #halves = new Uint32Array(WORDS * 2);
   #highest = 0;
   #any = false;
 
@@ -90,30 +94,40 @@ export class ReplayWindow {
 
   check(counter: number): ReplayVerdict {
     if (!this.#any || counter > this.#highest) return 'fresh';
-    if (Math.floor(this.#highest / 32) - Math.floor(counter / 32) >= ReplayWindow.#WORDS) return 'too_old';
+    if (Math.floor(this.#highest / WORD_BITS) - Math.floor(counter / WORD_BITS) >= WORDS) return 'too_old';
     return this.#bit(counter) ? 'replayed' : 'fresh';
   }
 
   /** Precondition: check(counter) === 'fresh'. */
   mark(counter: number): void {
-    const words = ReplayWindow.#WORDS;
     if (!this.#any || counter > this.#highest) {
-      const lastNew = Math.floor(counter / 32);
-      if (!this.#any || lastNew - Math.floor(this.#highest / 32) >= words) {
-        this.#bits.fill(0);
+      // Clear the words the window slides over; a jump of a whole window or more clears everything.
+      const lastNew = Math.floor(counter / WORD_BITS);
+      const lastOld = Math.floor(this.#highest / WORD_BITS);
+      if (!this.#any || lastNew - lastOld >= WORDS) {
+        this.#halves.fill(0);
       } else {
-        for (let w = Math.floor(this.#highest / 32) + 1; w <= lastNew; w++) this.#bits[w % words] = 0;
+        for (let w = lastOld + 1; w <= lastNew; w++) {
+          const slot = (w % WORDS) * 2;
+          this.#halves[slot] = 0;
+          this.#halves[slot + 1] = 0;
+        }
       }
       this.#highest = counter;
       this.#any = true;
     }
-    const index = Math.floor(counter / 32) % words;
-    this.#bits[index] = (this.#bits[index]! | (1 << counter % 32)) >>> 0;
+    const index = this.#index(counter);
+    this.#halves[index] = (this.#halves[index]! | (1 << counter % 32)) >>> 0;
+  }
+
+  /** The 32-bit half holding `counter`'s bit. */
+  #index(counter: number): number {
+    const word = Math.floor(counter / WORD_BITS) % WORDS;
+    return word * 2 + (counter % WORD_BITS >= 32 ? 1 : 0);
   }
 
   #bit(counter: number): boolean {
-    const word = this.#bits[Math.floor(counter / 32) % ReplayWindow.#WORDS]!;
-    return ((word >>> counter % 32) & 1) === 1;
+    return ((this.#halves[this.#index(counter)]! >>> counter % 32) & 1) === 1;
   }
 }
 

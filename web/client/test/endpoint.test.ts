@@ -22,7 +22,7 @@ import {
   type OutgoingFrame,
 } from '../src/endpoint.js';
 import { dhKeyPairFromSecret } from '../src/noise.js';
-import { acceptHandshake, startHandshake } from '../src/session.js';
+import { SessionTable, acceptHandshake, startHandshake } from '../src/session.js';
 import { newUuidV4 } from '../src/uuid.js';
 
 const T0 = 1_764_000_000_000;
@@ -742,4 +742,430 @@ describe('ik-handshake.json receiver checks at the endpoint', () => {
       }
     });
   }
+});
+
+// ---- review findings (each test failed before its fix) ----
+
+/** A signed plaintext `error` from `from` answering `inReplyTo` (what a peer, or a copying relay, can provoke). */
+function signedError(from: Identity, to: Identity, inReplyTo: string, now: number, code: string, retryAfterMs?: number): string {
+  return serializeEnvelope(
+    signEnvelope(
+      {
+        id: newUuidV4(),
+        from: from.agentId,
+        to: to.agentId,
+        msg_type: 'error',
+        in_reply_to: inReplyTo,
+        timestamp: now,
+        payload: { code, message: 'refused', ...(retryAfterMs !== undefined ? { retry_after_ms: retryAfterMs } : {}) },
+      },
+      from,
+    ),
+  );
+}
+
+const tooBigForMessage1 = { text: 'x'.repeat(70_000) };
+
+describe('pending handshakes never block a peer', () => {
+  test('cancelling a cold request too large for message 1 abandons its handshake; the next request starts a new one', () => {
+    const { net, alice, bob } = pair();
+    const handle = alice.request(bobId.agentId, 'echo', tooBigForMessage1, { timeoutMs: 5000 }, net.now);
+    const [step1] = net.take();
+    expect(envelopeOf(step1!).msg_type).toBe('handshake');
+    expect(alice.sessions.pending(bobId.agentId)).toBeDefined();
+    alice.cancel(handle, net.now);
+    expect(net.drain(aliceId)).toEqual([{ type: 'failure', handle, error: expect.objectContaining({ code: 'cancelled' }) }]);
+    expect(alice.sessions.pending(bobId.agentId)).toBeUndefined();
+    expect(alice.stats.handshakesAbandoned).toBe(1);
+    // The relay's undeliverable for the abandoned step 1 changes nothing.
+    alice.undeliverable(step1!.id, 'unreachable', undefined, net.now);
+    const next = alice.request(bobId.agentId, 'echo', 'next', { timeoutMs: 1000 }, net.now);
+    const frames = net.take();
+    expect(frames.map((f) => envelopeOf(f).msg_type)).toEqual(['handshake']);
+    net.deliver(frames);
+    serveAll(net, bob);
+    net.settle();
+    expect(only(net.drain(aliceId), 'response')).toEqual([{ type: 'response', handle: next, body: { echo: 'next' }, encrypted: true }]);
+  });
+
+  test('requests waiting behind a cancelled starter that did not fit message 1 get a fresh handshake at once', () => {
+    const { net, alice, bob } = pair();
+    const starter = alice.request(bobId.agentId, 'echo', tooBigForMessage1, {}, net.now);
+    const waiting = alice.request(bobId.agentId, 'echo', 'small', {}, net.now);
+    const [first] = net.take();
+    alice.cancel(starter, net.now);
+    const [second, ...rest] = net.take();
+    expect(rest).toEqual([]);
+    expect(envelopeOf(second!)).toMatchObject({ msg_type: 'handshake' });
+    expect(envelopeOf(second!).id).not.toBe(envelopeOf(first!).id);
+    expect(alice.sessions.pending(bobId.agentId)?.step1Id).toBe(second!.id);
+    net.deliver([second!]); // it carries the waiting request: bob serves it at once
+    const [incoming] = serveAll(net, bob);
+    expect(incoming).toMatchObject({ id: second!.id, body: 'small' });
+    net.settle();
+    expect(only(net.drain(aliceId), 'response').map((e) => e.handle)).toEqual([waiting]);
+  });
+
+  test('a signed error answering the step 1 that carried the request fails it and abandons the handshake', () => {
+    const { net, alice } = pair();
+    const handle = alice.request(bobId.agentId, 'echo', {}, { timeoutMs: 5000 }, net.now);
+    const [step1] = net.take();
+    alice.receive(signedError(bobId, aliceId, step1!.id, net.now, 'rate_limited', 100), net.now + 1);
+    expect(net.drain(aliceId)).toEqual([
+      { type: 'failure', handle, error: expect.objectContaining({ code: 'rate_limited', retryAfterMs: 100 }) },
+    ]);
+    expect(alice.sessions.pending(bobId.agentId)).toBeUndefined();
+    alice.request(bobId.agentId, 'echo', {}, { timeoutMs: 1000 }, net.now + 10);
+    expect(net.take().map((f) => envelopeOf(f).msg_type)).toEqual(['handshake']);
+  });
+
+  test('a signed error answering a step 1 that carried no request fails every request waiting on it', () => {
+    const { net, alice } = pair();
+    const starter = alice.request(bobId.agentId, 'echo', tooBigForMessage1, {}, net.now);
+    const waiting = alice.request(bobId.agentId, 'echo', 'small', {}, net.now);
+    const [step1] = net.take();
+    alice.receive(signedError(bobId, aliceId, step1!.id, net.now, 'unreachable'), net.now);
+    expect(only(net.drain(aliceId), 'failure').map((f) => [f.handle, f.error.code])).toEqual([
+      [starter, 'unreachable'],
+      [waiting, 'unreachable'],
+    ]);
+    expect(alice.sessions.pending(bobId.agentId)).toBeUndefined();
+    expect(net.take()).toEqual([]);
+    // From anyone else it is dropped.
+    alice.request(bobId.agentId, 'echo', tooBigForMessage1, {}, net.now);
+    const [again] = net.take();
+    alice.receive(signedError(carolId, aliceId, again!.id, net.now, 'unreachable'), net.now);
+    expect(alice.stats.dropped.get('plaintext error for no outstanding request')).toBe(1);
+    expect(alice.sessions.pending(bobId.agentId)?.step1Id).toBe(again!.id);
+  });
+
+  test('undeliverable for a step 1 that carried no request fails every request waiting on it at once', () => {
+    const { net, alice } = pair();
+    const starter = alice.request(bobId.agentId, 'echo', tooBigForMessage1, { timeoutMs: 60_000 }, net.now);
+    const second = alice.request(bobId.agentId, 'echo', 2, { timeoutMs: 60_000 }, net.now);
+    const third = alice.request(bobId.agentId, 'echo', 3, { timeoutMs: 60_000 }, net.now);
+    const [step1] = net.take();
+    alice.undeliverable(step1!.id, 'rate_limited', 1000, net.now + 1);
+    // The step 1 was sent for all of them (none rode in it): all fail with the relay's code.
+    expect(only(net.drain(aliceId), 'failure').map((f) => [f.handle, f.error.code, f.error.retryAfterMs])).toEqual([
+      [starter, 'rate_limited', 1000],
+      [second, 'rate_limited', 1000],
+      [third, 'rate_limited', 1000],
+    ]);
+    expect(net.take()).toEqual([]); // nothing retried: no loop against a relay that refuses
+    expect(alice.sessions.pending(bobId.agentId)).toBeUndefined();
+    expect(alice.outstandingCount).toBe(0);
+    // The peer is not blocked: the next request starts a handshake at once.
+    alice.request(bobId.agentId, 'echo', 4, {}, net.now + 2);
+    expect(net.take().map((f) => envelopeOf(f).msg_type)).toEqual(['handshake']);
+  });
+
+  test('cancelAll (closing) cancels everything without starting a handshake for what it cancels', () => {
+    const { net, alice } = pair();
+    const handles = [alice.request(bobId.agentId, 'echo', tooBigForMessage1, {}, net.now)];
+    for (let i = 0; i < 3; i++) handles.push(alice.request(bobId.agentId, 'echo', i, {}, net.now));
+    expect(net.take()).toHaveLength(1);
+    alice.cancelAll(net.now, 'closing');
+    expect(only(net.drain(aliceId), 'failure').map((f) => [f.handle, f.error.code])).toEqual(handles.map((h) => [h, 'cancelled']));
+    expect(net.take()).toEqual([]);
+    expect(alice.sessions.pending(bobId.agentId)).toBeUndefined();
+    expect(alice.outstandingCount).toBe(0);
+  });
+
+  test('a pending handshake lives no longer than the requests waiting on it', () => {
+    const { net, alice } = pair();
+    alice.request(bobId.agentId, 'echo', 1, { timeoutMs: 1000 }, net.now);
+    alice.request(bobId.agentId, 'echo', 2, { timeoutMs: 3000 }, net.now);
+    const [first] = net.take();
+    net.tick(1000); // the starter times out: the handshake goes, the other request starts a new one
+    const [second] = net.take();
+    expect(envelopeOf(second!).id).not.toBe(envelopeOf(first!).id);
+    expect(alice.nextDeadline()).toBe(net.now + 2000);
+    net.tick(2000);
+    expect(alice.sessions.pending(bobId.agentId)).toBeUndefined();
+    expect(alice.outstandingCount).toBe(0);
+    expect(net.take()).toEqual([]);
+  });
+});
+
+describe('no_session after a stream has started', () => {
+  test('the stream fails with no_session instead of splicing a second run onto the first', () => {
+    const { net, alice, bob } = pair();
+    alice.request(bobId.agentId, 'echo', 0, {}, net.now);
+    net.settle();
+    serveAll(net, bob);
+    net.settle();
+    net.drain(aliceId);
+    const handle = alice.request(bobId.agentId, 'count', {}, { stream: true, timeoutMs: 50_000 }, net.now);
+    const [request] = net.take();
+    net.deliver([request!]);
+    const [incoming] = only(net.drain(bobId), 'incoming');
+    bob.sendChunk(aliceId.agentId, incoming!.id, 'run1-chunk0', net.now);
+    bob.sendChunk(aliceId.agentId, incoming!.id, 'run1-chunk1', net.now);
+    net.deliver(net.take());
+    // A copying relay replays the request under a made-up sid: bob answers a genuine no_session.
+    const copy = JSON.parse(request!.frame) as JsonObject;
+    copy['sid'] = 'BwcHBwcHBwcHBwcHBwcHBw';
+    bob.receive(JSON.stringify(copy), net.now);
+    net.deliver(net.take());
+    expect(net.drain(aliceId).map((e) => (e.type === 'chunk' ? e.body : e.type === 'failure' ? e.error.code : e.type))).toEqual([
+      'run1-chunk0',
+      'run1-chunk1',
+      'no_session',
+    ]);
+    expect(only(net.drain(aliceId), 'failure')).toEqual([]);
+    expect(alice.stats.retries).toBe(0);
+    expect(net.take()).toEqual([]); // no retry, no new handshake
+    expect(alice.sessions.sessionForNewRequests(bobId.agentId, net.now)).toBeUndefined(); // dropped (§5)
+    void handle;
+    expect(alice.outstandingCount).toBe(0);
+  });
+
+  test('a stream whose reply has not started is still retried once, from the first chunk', () => {
+    const { net, alice, bob } = pair();
+    alice.request(bobId.agentId, 'echo', 0, {}, net.now);
+    net.settle();
+    serveAll(net, bob);
+    net.settle();
+    net.drain(aliceId);
+    const bob2 = net.add(bobId); // restarted: no sessions
+    const handle = alice.request(bobId.agentId, 'count', {}, { stream: true }, net.now);
+    net.settle();
+    expect(alice.stats.retries).toBe(1);
+    serveAll(net, bob2, 2);
+    net.settle();
+    expect(net.drain(aliceId)).toEqual([
+      { type: 'chunk', handle, seq: 0, body: { i: 0 }, bytes: expect.any(Number) },
+      { type: 'chunk', handle, seq: 1, body: { i: 1 }, bytes: expect.any(Number) },
+      { type: 'stream_end', handle },
+    ]);
+  });
+});
+
+describe('timeouts the engine cannot carry are refused at once', () => {
+  test('infinite, unsafe or overflowing timeouts fail with bad_request and never block the peer', () => {
+    const { net, alice, bob } = pair();
+    const bad: unknown[] = [Infinity, Number.NaN, -5, 0, 2 ** 53, Number.MAX_VALUE, Number.MAX_SAFE_INTEGER - net.now + 1, '1000'];
+    for (const timeoutMs of bad) {
+      let handle: number | undefined;
+      expect(() => {
+        handle = alice.request(bobId.agentId, 'echo', {}, { timeoutMs: timeoutMs as number }, net.now);
+      }, String(timeoutMs)).not.toThrow();
+      expect(net.drain(aliceId), String(timeoutMs)).toEqual([{ type: 'failure', handle, error: expect.objectContaining({ code: 'bad_request' }) }]);
+    }
+    expect(alice.outstandingCount).toBe(0);
+    expect(net.take()).toEqual([]);
+    // The largest one that still fits is fine, and so is the next ordinary request.
+    alice.request(bobId.agentId, 'echo', 'edge', { timeoutMs: Number.MAX_SAFE_INTEGER - net.now }, net.now);
+    const ok = alice.request(bobId.agentId, 'echo', 'ok', { timeoutMs: 1000 }, net.now);
+    net.settle();
+    serveAll(net, bob);
+    net.settle();
+    expect(only(net.drain(aliceId), 'response').map((e) => e.handle)).toContain(ok);
+  });
+
+  test('an unusable defaultTimeoutMs fails each request instead of throwing', () => {
+    const alice = new Endpoint(aliceId, { defaultTimeoutMs: Infinity });
+    const handle = alice.request(bobId.agentId, 'echo', {}, {}, T0);
+    expect(alice.takeEvents()).toEqual([{ type: 'failure', handle, error: expect.objectContaining({ code: 'bad_request' }) }]);
+    expect(alice.takeOutgoing()).toEqual([]);
+  });
+});
+
+describe('values a receiver would refuse are refused before sending', () => {
+  test('request bodies with unsafe integers, Dates, Maps or typed arrays fail with bad_request', () => {
+    const { net, alice } = pair();
+    const bodies: unknown[] = [{ x: 2 ** 60 }, { y: 1e20 }, [-(2 ** 53)], new Date(0), { when: new Date(0) }, new Map([['a', 1]]), new Uint8Array(3)];
+    for (const body of bodies) {
+      const handle = alice.request(bobId.agentId, 'echo', body as JsonValue, {}, net.now);
+      expect(net.drain(aliceId)).toEqual([{ type: 'failure', handle, error: expect.objectContaining({ code: 'bad_request' }) }]);
+    }
+    expect(net.take()).toEqual([]);
+  });
+
+  test('replies with no JSON form throw bad_request and send nothing; the request can still be answered', () => {
+    const { net, alice, bob } = pair();
+    const handle = alice.request(bobId.agentId, 'echo', {}, {}, net.now);
+    net.settle();
+    const [request] = only(net.drain(bobId), 'incoming');
+    expect(() => bob.respond(aliceId.agentId, request!.id, { y: 1e20 }, net.now)).toThrow(/not JSON/);
+    expect(() => bob.respond(aliceId.agentId, request!.id, new Set([1]) as unknown as JsonValue, net.now)).toThrow(/not JSON/);
+    expect(net.take()).toEqual([]);
+    bob.respondError(aliceId.agentId, request!.id, 'internal', 'no JSON form', net.now);
+    net.settle();
+    expect(only(net.drain(aliceId), 'failure')).toEqual([{ type: 'failure', handle, error: expect.objectContaining({ code: 'internal' }) }]);
+  });
+});
+
+/** A step 1 with a junk signature: passes parsing, fails at the signature (the first crypto). */
+function junkStep1(from: Identity, to: Identity, now: number): string {
+  return JSON.stringify({
+    id: newUuidV4(),
+    from: from.agentId,
+    to: to.agentId,
+    msg_type: 'handshake',
+    timestamp: now,
+    payload: { step: 1, noise: Buffer.alloc(96, 7).toString('base64url') },
+    signature: Buffer.alloc(64, 9).toString('base64url'),
+  });
+}
+
+describe('work a peer can make us do is rationed before any crypto', () => {
+  test('step 1s: per peer (default burst 40), refused before the signature is checked', () => {
+    const bob = new Endpoint(bobId);
+    for (let i = 0; i < 41; i++) bob.receive(junkStep1(aliceId, bobId, T0), T0);
+    expect(bob.stats.dropped.get('invalid envelope: bad_request')).toBe(40); // verified, refused
+    expect(bob.stats.dropped.get('handshake step 1 rate limited')).toBe(1); // never verified
+    bob.receive(junkStep1(carolId, bobId, T0), T0); // another peer has its own bucket
+    expect(bob.stats.dropped.get('invalid envelope: bad_request')).toBe(41);
+    bob.receive(junkStep1(aliceId, bobId, T0 + 50), T0 + 50); // 20/s: one token back after 50 ms
+    expect(bob.stats.dropped.get('invalid envelope: bad_request')).toBe(42);
+  });
+
+  test('step 1s: genuine ones past the per-peer and the global bucket are dropped unanswered', () => {
+    const bob = new Endpoint(bobId, { handshakeRate: { perPeerBurst: 2, perPeerPerSecond: 1, globalBurst: 3, globalPerSecond: 1 } });
+    const step1 = (identity: Identity) => {
+      const initiator = new Endpoint(identity);
+      initiator.request(bobId.agentId, 'echo', {}, {}, T0);
+      return initiator.takeOutgoing()[0]!.frame;
+    };
+    for (let i = 0; i < 3; i++) bob.receive(step1(aliceId), T0);
+    expect(bob.stats.handshakesAccepted).toBe(2);
+    expect(bob.stats.dropped.get('handshake step 1 rate limited')).toBe(1);
+    bob.receive(step1(carolId), T0);
+    bob.receive(step1(Identity.fromSeed(seed(0xd4))), T0); // the global bucket (3) is empty now
+    expect(bob.stats.handshakesAccepted).toBe(3);
+    expect(bob.stats.dropped.get('handshake step 1 rate limited')).toBe(2);
+    expect(bob.takeOutgoing()).toHaveLength(3); // three step 2s, nothing for the refused ones
+    bob.receive(step1(aliceId), T0 + 1000);
+    expect(bob.stats.handshakesAccepted).toBe(4);
+  });
+
+  test('no_session answers are rationed per peer', () => {
+    const { net, alice, bob } = pair();
+    alice.request(bobId.agentId, 'echo', 0, {}, net.now);
+    net.settle();
+    serveAll(net, bob);
+    net.settle();
+    net.drain(aliceId);
+    const bob2 = net.add(bobId, { noSessionRate: { perPeerBurst: 2, perPeerPerSecond: 1 } });
+    for (let i = 0; i < 3; i++) alice.request(bobId.agentId, 'echo', i, {}, net.now);
+    net.deliver(net.take()); // three warm requests for a session bob2 does not have
+    expect(bob2.stats.noSessionSent).toBe(2);
+    expect(bob2.stats.dropped.get('no_session answer rate limited')).toBe(1);
+  });
+});
+
+describe('byte budgets', () => {
+  test('an early reply over the byte budget is dropped; one within it is held', () => {
+    for (const [budget, held] of [
+      [100_000, true],
+      [1000, false],
+    ] as const) {
+      const { net, alice, bob } = pair({ maxEarlyReplyBytes: budget });
+      const handle = alice.request(bobId.agentId, 'echo', 'x'.repeat(1500), {}, net.now);
+      net.deliver(net.take());
+      serveAll(net, bob);
+      const [step2, reply] = net.take();
+      net.deliver([reply!, step2!]);
+      expect(only(net.drain(aliceId), 'response').map((e) => e.handle), String(budget)).toEqual(held ? [handle] : []);
+      expect(alice.stats.dropped.get('early replies over budget'), String(budget)).toBe(held ? undefined : 1);
+    }
+  });
+
+  test('stream chunks waiting for a gap are bounded in bytes too: internal, and cancel', () => {
+    const { net, alice, bob } = pair({ maxPendingChunkBytes: 2000 });
+    const handle = alice.request(bobId.agentId, 'count', {}, { stream: true }, net.now);
+    net.settle();
+    const [request] = only(net.drain(bobId), 'incoming');
+    for (let i = 0; i < 4; i++) bob.sendChunk(request!.from, request!.id, 'c'.repeat(800), net.now);
+    const frames = net.take();
+    net.deliver(frames.slice(1, 3)); // chunk 0 lost; 1 and 2 wait (≈1.6 KB)
+    expect(only(net.drain(aliceId), 'failure')).toEqual([]);
+    net.deliver(frames.slice(3)); // a third one passes 2,000 bytes
+    expect(only(net.drain(aliceId), 'failure')).toEqual([
+      { type: 'failure', handle, error: expect.objectContaining({ code: 'internal', message: expect.stringMatching(/bytes/) }) },
+    ]);
+    expect(net.take().map((f) => envelopeOf(f).msg_type)).toEqual(['cancel']);
+  });
+
+  test('browser-sized defaults: 4,096 sessions; the signed-envelope memory bound is an option', () => {
+    expect(new SessionTable().limits.maxSessionsTotal).toBe(4096);
+    // With 2 IDs per sender, a third signed envelope evicts the oldest and raises the sender's
+    // floor: an envelope at or below it is refused as expired.
+    const alice = new Endpoint(aliceId, { signedEnvelopeMemory: { maxPerSender: 2 } });
+    for (let i = 0; i < 3; i++) alice.receive(signedError(bobId, aliceId, newUuidV4(), T0 + i, 'internal'), T0 + 10);
+    alice.receive(signedError(bobId, aliceId, newUuidV4(), T0, 'internal'), T0 + 10);
+    expect(alice.stats.dropped.get('plaintext error for no outstanding request')).toBe(3);
+    expect(alice.stats.dropped.get('invalid envelope: expired')).toBe(1);
+  });
+});
+
+describe('reply frames the relay could not deliver', () => {
+  function warmStream() {
+    const ctx = pair();
+    const { net, alice, bob } = ctx;
+    alice.request(bobId.agentId, 'echo', 0, {}, net.now);
+    net.settle();
+    serveAll(net, bob);
+    net.settle();
+    net.drain(aliceId);
+    const handle = alice.request(bobId.agentId, 'count', {}, { stream: true }, net.now);
+    net.settle();
+    const [request] = only(net.drain(bobId), 'incoming');
+    return { ...ctx, handle, request: request! };
+  }
+
+  test('a rate_limited chunk ends the request served and tells the caller, once', () => {
+    const { net, alice, bob, handle, request } = warmStream();
+    bob.sendChunk(aliceId.agentId, request.id, 'c0', net.now);
+    bob.sendChunk(aliceId.agentId, request.id, 'c1', net.now);
+    const [c0, c1] = net.take();
+    net.deliver([c0!]);
+    bob.undeliverable(c1!.id, 'rate_limited', 250, net.now);
+    expect(net.drain(bobId)).toEqual([
+      { type: 'serve_failed', from: aliceId.agentId, id: request.id, error: expect.objectContaining({ code: 'rate_limited', retryAfterMs: 250 }) },
+    ]);
+    expect(bob.isServing(aliceId.agentId, request.id, net.now)).toBe(false);
+    expect(() => bob.sendChunk(aliceId.agentId, request.id, 'c2', net.now)).toThrow(expect.objectContaining({ code: 'cancelled' }));
+    const [error] = net.take();
+    expect(envelopeOf(error!)).toMatchObject({ msg_type: 'error', in_reply_to: request.id, encrypted: true });
+    // That error frame lost as well: nothing more is sent (no loop).
+    bob.undeliverable(error!.id, 'rate_limited', 250, net.now);
+    expect(net.take()).toEqual([]);
+    net.deliver([error!]);
+    expect(net.drain(aliceId)).toEqual([
+      { type: 'chunk', handle, seq: 0, body: 'c0', bytes: expect.any(Number) },
+      { type: 'failure', handle, error: expect.objectContaining({ code: 'rate_limited', retryAfterMs: 250 }) },
+    ]);
+  });
+
+  test('a lost final response reaches the caller as an error at once; relay-only codes read as unreachable', () => {
+    const { net, alice, bob } = pair();
+    alice.request(bobId.agentId, 'echo', 0, {}, net.now);
+    net.settle();
+    serveAll(net, bob);
+    const [response] = net.take();
+    bob.undeliverable(response!.id, 'buffer_full', undefined, net.now);
+    expect(net.drain(bobId)).toEqual([]); // the request had ended already
+    net.settle();
+    expect(only(net.drain(aliceId), 'failure')[0]!.error.code).toBe('unreachable');
+  });
+});
+
+describe('stats.dropped has a fixed set of labels', () => {
+  test('unexpected exceptions are counted as "internal error", their text kept apart', () => {
+    const bob = new Endpoint(bobId);
+    let n = 0;
+    (bob.sessions as unknown as { add: () => never }).add = () => {
+      throw new Error(`boom ${++n}`);
+    };
+    for (const identity of [aliceId, carolId]) {
+      const initiator = new Endpoint(identity);
+      initiator.request(bobId.agentId, 'echo', {}, {}, T0);
+      bob.receive(initiator.takeOutgoing()[0]!.frame, T0);
+    }
+    expect([...bob.stats.dropped]).toEqual([['internal error', 2]]);
+    expect(bob.stats.lastInternalError).toBe('boom 2');
+  });
 });

@@ -17,6 +17,12 @@ export interface FakeRelayOptions {
   answerPings?: boolean;
 }
 
+/** What `refuse` answers for an envelope the relay will not route: its `undeliverable` frame. */
+export interface Refusal {
+  code: string;
+  retry_after_ms?: number;
+}
+
 interface Client {
   ws: WebSocket;
   agentId: string;
@@ -33,6 +39,10 @@ export class FakeRelay {
   readonly received: { from: string; text: string }[] = [];
   readonly tokens = new Map<string, string>();
   readonly events: string[] = [];
+  /** Every hello: who, and the resume token it showed (if any). */
+  readonly hellos: { agentId: string; resume: string | undefined }[] = [];
+  /** Answers chosen envelopes with `undeliverable` instead of routing them (rate limits…). */
+  refuse: ((from: string, envelope: Record<string, unknown>) => Refusal | undefined) | undefined;
   #listeners: (() => void)[] = [];
 
   private constructor(server: WebSocketServer, options: FakeRelayOptions) {
@@ -88,6 +98,7 @@ export class FakeRelay {
         const frame = parseClientFrame(text);
         if (frame.type === 'hello') {
           agentId = frame.agent_id;
+          this.hellos.push({ agentId, resume: frame.resume });
           if (frame.resume !== undefined && this.tokens.get(frame.resume) === agentId) {
             this.tokens.delete(frame.resume);
             live = true;
@@ -126,6 +137,12 @@ export class FakeRelay {
       }
       const to = object['to'] as string;
       const id = object['id'] as string;
+      const refusal = this.refuse?.(agentId!, object);
+      if (refusal !== undefined) {
+        ws.send(JSON.stringify({ type: 'undeliverable', id, ...refusal }));
+        this.#event(`refused ${object['msg_type']} ${id} ${refusal.code}`);
+        return;
+      }
       const target = this.clients.get(to);
       if (target !== undefined) {
         target.ws.send(text);

@@ -48,7 +48,7 @@ describe('JCS units', () => {
       [1, '1'],
       [-1.5, '-1.5'],
       [1e21, '1e+21'],
-      [1e20, '100000000000000000000'],
+      [-1e21, '-1e+21'],
       [1e-7, '1e-7'],
       [0.000001, '0.000001'],
       [333333333.3333333, '333333333.3333333'],
@@ -59,6 +59,18 @@ describe('JCS units', () => {
     for (const [value, text] of cases) expect(numberToJcs(value)).toBe(text);
     expect(() => numberToJcs(Number.NaN)).toThrow(MeshError);
     expect(() => numberToJcs(Number.POSITIVE_INFINITY)).toThrow(MeshError);
+  });
+
+  test('numbers JCS would write as integers beyond ±(2^53−1) are refused, as the parser refuses them', () => {
+    // Number::toString writes these as plain digits ("100000000000000000000"): an integer that
+    // every receiver's parser (ours included) refuses, so they have no canonical form here.
+    for (const value of [2 ** 53, -(2 ** 53), 2 ** 60, 1e20, -1e20, 999999999999999900000]) {
+      expect(() => numberToJcs(value), String(value)).toThrow(expect.objectContaining({ code: 'bad_request' }));
+      expect(() => parseIJson(String(value)), String(value)).toThrow(MeshError);
+    }
+    expect(() => canonicalize({ x: 2 ** 60 })).toThrow(/beyond ±\(2\^53−1\)/);
+    // The edges: 2^53 − 1 and 1e21 keep their forms.
+    expect(canonicalize([2 ** 53 - 1, -(2 ** 53 - 1), 1e21, 9007199254740990.5])).toBe('[9007199254740991,-9007199254740991,1e+21,9007199254740990]');
   });
 
   test('parsed doubles are correctly rounded; underflow is zero', () => {
@@ -83,6 +95,31 @@ describe('JCS units', () => {
     const cyclic: JsonObject = {};
     cyclic.self = cyclic;
     expect(() => canonicalize(cyclic)).toThrow(MeshError);
+  });
+
+  test('only plain objects and arrays have a JSON form (no Date, Map, Set, typed array or class)', () => {
+    class Point {
+      x = 1;
+    }
+    class List extends Array<number> {}
+    const cases: [string, unknown][] = [
+      ['Date', new Date(0)],
+      ['Map', new Map([['a', 1]])],
+      ['Set', new Set([1])],
+      ['Uint8Array', new Uint8Array([1, 2])],
+      ['ArrayBuffer', new ArrayBuffer(2)],
+      ['Point', new Point()],
+      ['List', List.from([1])],
+      ['RegExp', /x/],
+    ];
+    for (const [name, value] of cases) {
+      expect(() => canonicalize({ nested: [value as JsonValue] }), name).toThrow(expect.objectContaining({ code: 'bad_request' }));
+      expect(() => canonicalize(value as JsonValue), name).toThrow(new RegExp(`${name} has no JSON form`));
+    }
+    // Object.create(null) and parsed values are plain.
+    const bare = Object.create(null) as JsonObject;
+    bare.a = 1;
+    expect(canonicalize({ bare, parsed: parseIJson('{"b":[1]}') })).toBe('{"bare":{"a":1},"parsed":{"b":[1]}}');
   });
 
   test('a member named __proto__ is an ordinary member', () => {

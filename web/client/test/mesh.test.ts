@@ -3,7 +3,7 @@
 // deadlines, refusals in the spec's order, stored envelopes and their acks, relay_id checks,
 // 4009/4003, reconnect with resume, the ping keepalive and dead-link detection, close().
 // No sleeps: every wait is for an event, with a deadline.
-import { afterEach, describe, expect, test } from 'vitest';
+import { afterEach, describe, expect, test, vi } from 'vitest';
 import WebSocket from 'ws';
 
 import { MeshError } from '../src/errors.js';
@@ -12,6 +12,7 @@ import type { JsonValue } from '../src/ijson.js';
 import { type IncomingCall, type LinkStatus, MeshAgent, MeshClient, type MeshAgentOptions } from '../src/mesh.js';
 import { type WebSocketConstructor, reconnectDelay } from '../src/relay_link.js';
 import { FakeRelay, type FakeRelayOptions } from './fake_relay.js';
+import { fakeSockets } from './fake_socket.js';
 import { rejection } from './thrown.js';
 
 const WS = WebSocket as unknown as WebSocketConstructor;
@@ -339,5 +340,131 @@ describe('RelayLink', () => {
     await a.waitOnline();
     await r.waitFor('three pings', () => r.events.filter((e) => e === `ping ${alice.agentId}`).length >= 3, 4000);
     expect(statuses.seen.some((s) => s.state === 'offline')).toBe(false);
+  });
+});
+
+describe('review findings at the public API', () => {
+  test('unusable timeouts reject with bad_request (stream() never throws) and block nothing', async () => {
+    const r = await relay();
+    bobAgent(r);
+    const a = aliceClient(r);
+    for (const timeoutMs of [Infinity, 2 ** 53, Number.NaN]) {
+      let stream: ReturnType<MeshClient['stream']> | undefined;
+      expect(() => (stream = a.stream(bob.agentId, 'count', { n: 1 }, { timeoutMs }))).not.toThrow();
+      expect((await rejection(stream!.next())).code).toBe('bad_request');
+      expect((await rejection(a.request(bob.agentId, 'echo', {}, { timeoutMs }))).code).toBe('bad_request');
+    }
+    expect(await a.request(bob.agentId, 'echo', 'after', { timeoutMs: 5000 })).toEqual({ echo: 'after', from: alice.agentId });
+  });
+
+  test('a handler result a receiver would refuse (unsafe integer, Date, Map) is answered internal', async () => {
+    const r = await relay();
+    const b = bobAgent(r);
+    b.handle('big', () => ({ n: 1e20 }));
+    b.handle('date', () => new Date(0) as unknown as JsonValue);
+    b.handle('map', () => new Map([['a', 1]]) as unknown as JsonValue);
+    const a = aliceClient(r);
+    for (const capability of ['big', 'date', 'map']) {
+      const error = await rejection(a.request(bob.agentId, capability, {}, { timeoutMs: 5000 }));
+      expect(error.code, capability).toBe('internal');
+      expect(error.message, capability).toMatch(/no JSON form/);
+    }
+  });
+
+  test('stream chunks waiting for a reader are bounded in bytes: internal, and the request is cancelled', async () => {
+    const r = await relay();
+    const b = bobAgent(r);
+    b.handleStream('wide', async function* () {
+      for (let i = 0; i < 10; i++) yield 'x'.repeat(300);
+    });
+    const a = aliceClient(r, { maxBufferedStreamBytes: 1000 });
+    const stream = a.stream(bob.agentId, 'wide', {}, { timeoutMs: 5000 });
+    await r.waitFor('alice cancels', () => r.received.some((f) => f.from === alice.agentId && f.text.includes('"msg_type":"cancel"')));
+    const read: JsonValue[] = [];
+    const error = await rejection(
+      (async () => {
+        for await (const chunk of stream) read.push(chunk);
+      })(),
+    );
+    expect(read).toHaveLength(3); // ≈317 bytes each as received; a fourth would pass 1,000
+    expect(error).toMatchObject({ code: 'internal', message: expect.stringMatching(/1000 bytes/) });
+  });
+
+  test('a reply chunk the relay refuses (rate_limited) fails the stream with that code and stops the handler', async () => {
+    const r = await relay();
+    let chunks = 0;
+    r.refuse = (from, envelope) =>
+      from === bob.agentId && envelope['msg_type'] === 'stream_chunk' && ++chunks === 2 ? { code: 'rate_limited', retry_after_ms: 500 } : undefined;
+    const b = bobAgent(r);
+    const stopped = signal<unknown>();
+    b.handleStream('slow', async function* (call) {
+      try {
+        for (let i = 0; i < 20 && !call.signal.aborted; i++) {
+          yield i;
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+      } finally {
+        stopped.resolve(call.signal.reason);
+      }
+    });
+    const a = aliceClient(r);
+    const read: JsonValue[] = [];
+    const error = await rejection(
+      (async () => {
+        for await (const chunk of a.stream(bob.agentId, 'slow', {}, { timeoutMs: 3000 })) read.push(chunk);
+      })(),
+    );
+    expect(read).toEqual([0]);
+    expect(error).toMatchObject({ code: 'rate_limited', retryAfterMs: 500 });
+    expect(await stopped.promise).toMatchObject({ code: 'rate_limited' });
+  });
+
+  test("stream handlers are paced by the socket's bufferedAmount while online", async () => {
+    const r = await relay();
+    let pressure = 0;
+    // The `ws` socket with its bufferedAmount under the test's control.
+    class PressuredWebSocket extends WebSocket {}
+    Object.defineProperty(PressuredWebSocket.prototype, 'bufferedAmount', { get: () => pressure });
+    const b = bobAgent(r, { WebSocket: PressuredWebSocket as unknown as WebSocketConstructor });
+    let pulled = 0;
+    b.handleStream('paced', async function* () {
+      for (let i = 0; i < 5; i++) {
+        pulled += 1;
+        yield i;
+      }
+    });
+    const a = aliceClient(r);
+    await b.waitOnline();
+    const stream = a.stream(bob.agentId, 'paced', {}, { timeoutMs: 5000 });
+    pressure = 2 * 1024 * 1024;
+    expect(await stream.next()).toEqual({ value: 0, done: false });
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    expect(pulled).toBe(1); // waiting for the socket to drain
+    pressure = 0;
+    const rest: JsonValue[] = [];
+    for await (const chunk of stream) rest.push(chunk);
+    expect(rest).toEqual([1, 2, 3, 4]);
+  });
+});
+
+describe('close() and timers', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  test('no timer is left armed after close(), even when frames arrive while the link closes', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval'] });
+    const { WebSocket: FakeWS, sockets } = fakeSockets();
+    const client = new MeshClient(alice, { relayUrl: 'ws://relay-a.test/relay/ws', WebSocket: FakeWS });
+    sockets[0]!.authenticate();
+    expect(client.status.state).toBe('online');
+    sockets[0]!.closePromptly = false; // the relay is slow to answer the close handshake
+    const closing = client.close();
+    await Promise.resolve();
+    // A frame arrives meanwhile: the engine drops it, and nothing may re-arm the tick timer.
+    sockets[0]!.deliver(JSON.stringify({ id: crypto.randomUUID(), from: bob.agentId, to: alice.agentId, msg_type: 'request', timestamp: Date.now(), payload: 1 }));
+    sockets[0]!.finishClose(1000);
+    await closing;
+    expect(vi.getTimerCount()).toBe(0);
   });
 });

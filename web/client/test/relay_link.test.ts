@@ -12,6 +12,7 @@ import { Identity } from '../src/identity.js';
 import { type LinkStatus, RelayLink, type WebSocketConstructor } from '../src/relay_link.js';
 import { newUuidV4 } from '../src/uuid.js';
 import { FakeRelay } from './fake_relay.js';
+import { fakeSockets } from './fake_socket.js';
 
 const WS = WebSocket as unknown as WebSocketConstructor;
 const alice = Identity.fromSeed(new Uint8Array(32).fill(0xa1));
@@ -198,5 +199,104 @@ describe('stored envelopes, queues, fail-over', () => {
       /ws:\/\/ or wss:\/\//,
     );
     expect(() => new RelayLink({ identity: alice, urls: [], WebSocket: WS, onEnvelope: () => {} })).toThrow(/no relay URL/);
+  });
+});
+
+describe('bounds, backpressure and fail-over state', () => {
+  test('frames held while offline are bounded in bytes as well as in number', () => {
+    const { WebSocket } = fakeSockets(); // never opens: the link stays offline
+    const { link: l } = link(['ws://relay-a.test/relay/ws'], { WebSocket, maxQueuedBytes: 1000 });
+    const frame = (fill: string) => JSON.stringify({ id: newUuidV4(), to: bob.agentId, msg_type: 'request', pad: fill.repeat(300) });
+    expect(l.send(frame('a'))).toBe(true);
+    expect(l.send(frame('b'))).toBe(true);
+    expect(l.send(frame('c'))).toBe(false); // ≈1,200 bytes would be held
+    expect(l.queuedFrames).toBe(2);
+    expect(l.queuedBytes).toBe(2 * frame('a').length);
+  });
+
+  test("whenDrained waits for the socket's own buffer while online (polled)", async () => {
+    const { WebSocket, sockets } = fakeSockets();
+    const { link: l } = link(['ws://relay-a.test/relay/ws'], { WebSocket });
+    await until('a socket', () => sockets[0]);
+    sockets[0]!.authenticate();
+    expect(l.connected).toBe(true);
+    sockets[0]!.bufferedAmount = 2 * 1024 * 1024;
+    expect(l.bufferedAmount).toBe(2 * 1024 * 1024);
+    let drained = false;
+    void l.whenDrained(1).then(() => (drained = true));
+    await new Promise((resolve) => setTimeout(resolve, 80));
+    expect(drained).toBe(false); // the queue is empty, but the socket holds 2 MiB
+    sockets[0]!.bufferedAmount = 100 * 1024; // below the 256 KiB default
+    await until('drained', () => drained || undefined, 1000);
+  });
+
+  test('acks pending at a fail-over are not sent to another relay (a reconnect to the same one keeps them)', async () => {
+    const stored = (n: number) => {
+      const id = newUuidV4();
+      return [id, JSON.stringify({ id, from: bob.agentId, to: alice.agentId, msg_type: 'request', timestamp: n, payload: n })] as const;
+    };
+    const acksIn = (socket: { frames(): Record<string, unknown>[] }) => socket.frames().filter((f) => f['type'] === 'ack');
+    // Two relays: the stored envelope came from A; the link fails over to B, then back to A.
+    {
+      const { WebSocket, sockets } = fakeSockets();
+      link(['ws://relay-a.test/relay/ws', 'ws://relay-b.test/relay/ws'], { WebSocket, random: () => 0 });
+      await until('socket A', () => sockets[0]);
+      sockets[0]!.authenticate({ buffered: 2 });
+      sockets[0]!.deliver(stored(1)[1]); // one of two: its ack waits for the second (or 20 ms)
+      sockets[0]!.finishClose(1006);
+      await until('socket B', () => sockets[1]);
+      sockets[1]!.authenticate();
+      await new Promise((resolve) => setTimeout(resolve, 40)); // past the ack linger
+      expect(acksIn(sockets[1]!)).toEqual([]);
+      sockets[1]!.finishClose(1006);
+      await until('socket A again', () => sockets[2]);
+      sockets[2]!.authenticate();
+      await new Promise((resolve) => setTimeout(resolve, 40));
+      expect(acksIn(sockets[2]!)).toEqual([]); // dropped at the fail-over
+    }
+    // One relay: after a reconnect the same relay gets the ack.
+    {
+      const { WebSocket, sockets } = fakeSockets();
+      link(['ws://relay-a.test/relay/ws'], { WebSocket, random: () => 0 });
+      await until('socket A', () => sockets[0]);
+      sockets[0]!.authenticate({ buffered: 2 });
+      const [id, text] = stored(1);
+      sockets[0]!.deliver(text);
+      sockets[0]!.finishClose(1006);
+      await until('socket A again', () => sockets[1]);
+      sockets[1]!.authenticate();
+      await until('the ack', () => acksIn(sockets[1]!)[0]);
+      expect(acksIn(sockets[1]!)).toEqual([{ type: 'ack', ids: [id] }]);
+    }
+  });
+
+  test('resume tokens after fail-over A → B → A: each relay sees only its own token', async () => {
+    const a = await FakeRelay.start();
+    const b = await FakeRelay.start();
+    cleanups.push(() => a.stop(), () => b.stop());
+    link([a.url, b.url], { random: () => 0 });
+    await a.waitFor('welcome at A', () => a.events.includes(`welcome ${alice.agentId}`));
+    const tokenA = [...a.tokens.keys()][0]!;
+    a.kick(alice.agentId, 1001);
+    await b.waitFor('welcome at B', () => b.events.includes(`welcome ${alice.agentId}`));
+    expect(b.hellos).toEqual([{ agentId: alice.agentId, resume: undefined }]);
+    b.kick(alice.agentId, 1001);
+    await a.waitFor('resumed at A', () => a.events.includes(`welcome ${alice.agentId} resumed`));
+    expect(a.hellos).toEqual([
+      { agentId: alice.agentId, resume: undefined },
+      { agentId: alice.agentId, resume: tokenA },
+    ]);
+    expect(b.hellos.every((h) => h.resume === undefined)).toBe(true);
+  });
+
+  test('an identity that cannot sign the challenge ends the link with a clear reason, nothing thrown', async () => {
+    const relay = await FakeRelay.start();
+    cleanups.push(() => relay.stop());
+    const destroyed = Identity.fromSeed(new Uint8Array(32).fill(0x77));
+    destroyed.destroy();
+    const { statuses } = link([relay.url], { identity: destroyed });
+    const closed = await until('closed', () => statuses.find((s) => s.state === 'closed'));
+    expect(closed).toMatchObject({ code: 'internal', reason: expect.stringMatching(/cannot sign the relay's challenge/) });
+    expect(statuses.filter((s) => s.state === 'connecting')).toHaveLength(1); // no reconnect loop
   });
 });

@@ -90,7 +90,7 @@ describe('ik-handshake.json', () => {
     expect(ik.limits.piece_max_plaintext_bytes).toBe(PIECE_MAX_PLAINTEXT);
     expect(ik.limits.piece_max_ciphertext_bytes).toBe(PIECE_MAX_CIPHERTEXT);
     expect(ik.limits.max_counter).toBe(MAX_COUNTER);
-    expect(ik.limits.replay_window_min).toBeLessThanOrEqual(ReplayWindow.BITS - 31);
+    expect(ik.limits.replay_window_min).toBeLessThanOrEqual(ReplayWindow.BITS - (ReplayWindow.WORD_BITS - 1));
     expect(ik.limits.max_consecutive_decryption_failures).toBe(new SessionTable().limits.maxConsecutiveFailures);
     for (const name of ['alice', 'bob']) {
       expect(identities[name]!.agentId).toBe(ik.identities[name].agent_id);
@@ -262,6 +262,25 @@ describe('session rules', () => {
     expect(w.check(10_001 + 4096 * 3)).toBe('fresh');
     w.mark(31);
     expect(w.highest).toBe(10_000 + 4096 * 3);
+  });
+
+  test('the window has the geometry of the C++ core (64 words of 64 bits): the same verdicts everywhere', () => {
+    expect([ReplayWindow.BITS, ReplayWindow.WORD_BITS]).toEqual([4096, 64]);
+    // C++: after 4127 (word 64), word 0 (counters 0–63) has been recycled: too old; word 1 is kept.
+    const w = new ReplayWindow();
+    w.mark(4127);
+    for (const c of [0, 31, 32, 63]) expect(w.check(c), String(c)).toBe('too_old');
+    for (const c of [64, 95, 96, 127, 4126]) expect(w.check(c), String(c)).toBe('fresh');
+    w.mark(64);
+    w.mark(127);
+    expect([w.check(64), w.check(127), w.check(65)]).toEqual(['replayed', 'replayed', 'fresh']);
+    // Sliding clears both halves of each recycled word.
+    w.mark(4127 + 64);
+    expect([w.check(64), w.check(127), w.check(128), w.check(4127)]).toEqual(['too_old', 'too_old', 'fresh', 'replayed']);
+    const cpp = (highest: number, c: number) => Math.floor(highest / 64) - Math.floor(c / 64) >= 64;
+    const v = new ReplayWindow();
+    v.mark(100_000);
+    for (let c = 100_000 - 4200; c <= 100_000; c += 7) expect(v.check(c) === 'too_old', String(c)).toBe(cpp(100_000, c));
   });
 
   test('table: 8 responder sessions per peer, initiated ones retire older ones, lifetimes', () => {

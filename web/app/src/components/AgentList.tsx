@@ -1,6 +1,6 @@
 import type { AgentCardResource } from '../../../client/src/registry.js';
 import type { AppState, Controller } from '../controller.js';
-import { shortId } from '../format.js';
+import { shortId, timeOf } from '../format.js';
 import { ErrorText } from './ErrorText.js';
 
 function AgentItem({ card, controller, state }: { card: AgentCardResource; controller: Controller; state: AppState }) {
@@ -9,6 +9,9 @@ function AgentItem({ card, controller, state }: { card: AgentCardResource; contr
   const unread = state.unread[card.agent_id] ?? 0;
   const granted = controller.mayCall(card.agent_id);
   const granting = state.granting[`call:${card.agent_id}`] === true;
+  // Names are chosen by whoever registered the card: isolated (<bdi>) and, for agents the user does
+  // not own, never shown without the full ID.
+  const owned = controller.owns(card.agent_id, card);
   return (
     <li
       className={`agent${selected ? ' selected' : ''}`}
@@ -27,7 +30,7 @@ function AgentItem({ card, controller, state }: { card: AgentCardResource; contr
         <span className="agent-line">
           <span className={`dot dot-${card.online ? 'online' : 'offline'}`} aria-hidden="true" />
           <span className="agent-name" data-testid="agent-name">
-            {card.name}
+            <bdi>{card.name}</bdi>
           </span>
           {self && <span className="badge">this browser</span>}
           {unread > 0 && (
@@ -39,7 +42,9 @@ function AgentItem({ card, controller, state }: { card: AgentCardResource; contr
         <span className="agent-meta">
           <span data-testid="agent-online">{card.online ? 'online' : 'offline'}</span>
           {' · '}
-          <code title={card.agent_id}>{shortId(card.agent_id)}</code>
+          <code className="agent-id" title={card.agent_id} data-testid="agent-id">
+            {owned ? shortId(card.agent_id) : card.agent_id}
+          </code>
         </span>
         <span className="chips" data-testid="agent-capabilities" aria-label="Capabilities">
           {card.capabilities.map((c) => (
@@ -62,7 +67,7 @@ function AgentItem({ card, controller, state }: { card: AgentCardResource; contr
               data-testid="grant-access"
               disabled={granting || state.agentId === undefined}
               onClick={() => void controller.grantAccess(card)}
-              aria-label={`Grant this browser access to ${card.name}`}
+              aria-label={`Grant this browser access to ${card.name} (${owned ? shortId(card.agent_id) : card.agent_id})`}
             >
               {granting ? 'Granting…' : 'Grant access'}
             </button>
@@ -87,11 +92,14 @@ export function AgentList({ controller, state }: { controller: Controller; state
         </span>
       </div>
       {state.agentsError && (
-        <p className="error" role="alert">
-          <ErrorText error={state.agentsError} />
+        <p className="error" role="alert" data-testid="agents-stale">
+          <ErrorText error={state.agentsError} />{' '}
+          {state.agentsUpdatedAt !== undefined
+            ? `The list below is from ${timeOf(state.agentsUpdatedAt)}: who is online may have changed since.`
+            : 'The list could not be loaded; retrying.'}
         </p>
       )}
-      <ul className="agents" data-testid="agent-list">
+      <ul className={`agents${state.agentsError ? ' stale' : ''}`} data-testid="agent-list" data-stale={state.agentsError ? 'true' : 'false'}>
         {state.agents.map((card) => (
           <AgentItem key={card.agent_id} card={card} controller={controller} state={state} />
         ))}
@@ -99,16 +107,16 @@ export function AgentList({ controller, state }: { controller: Controller; state
           <li key={id} className={`agent${state.selected === id ? ' selected' : ''}`} data-testid="agent-item" data-agent-id={id} data-online="unknown">
             <button type="button" className="agent-select" onClick={() => controller.select(id)} data-testid="agent-select">
               <span className="agent-line">
-                <span className="agent-name">
-                  <code>{shortId(id)}</code>
-                </span>
+                <span className="agent-name">unknown agent</span>
                 {(state.unread[id] ?? 0) > 0 && (
                   <span className="badge badge-unread" data-testid="agent-unread">
                     {state.unread[id]}
                   </span>
                 )}
               </span>
-              <span className="agent-meta">not in discovery</span>
+              <span className="agent-meta">
+                not in discovery · <code className="agent-id">{id}</code>
+              </span>
             </button>
           </li>
         ))}

@@ -1,22 +1,29 @@
-import { useEffect, useId, useRef, useState, type FormEvent, type KeyboardEvent } from 'react';
+import { memo, useEffect, useId, useRef, useState, type FormEvent, type KeyboardEvent, type RefObject } from 'react';
 import type { AgentCardResource } from '../../../client/src/registry.js';
 import type { AppState, Controller, IncomingItem, OutgoingItem } from '../controller.js';
-import { bodyText, composeBody, isJsonShown, shortId, timeOf } from '../format.js';
+import { composeBody, shortId, timeOf, type ShownBody } from '../format.js';
 import { ErrorText } from './ErrorText.js';
 
-function Body({ body, testId }: { body: Parameters<typeof bodyText>[0]; testId?: string }) {
-  const json = isJsonShown(body);
-  return json ? (
+/** Enter sends, Shift+Enter is a new line; Enter that ends an IME composition sends nothing. */
+function isSendKey(event: KeyboardEvent<HTMLTextAreaElement>): boolean {
+  // keyCode 229: the key went to the IME (Safari reports isComposing false on the last Enter).
+  return event.key === 'Enter' && !event.shiftKey && !event.nativeEvent.isComposing && event.nativeEvent.keyCode !== 229;
+}
+
+const Body = memo(function Body({ body, testId }: { body: ShownBody | undefined; testId?: string }) {
+  if (body === undefined) return null;
+  return body.json ? (
     <pre className="body json" data-testid={testId}>
-      {bodyText(body)}
+      {body.text}
     </pre>
   ) : (
     <p className="body" data-testid={testId}>
-      {bodyText(body)}
+      {body.text}
     </p>
   );
-}
+});
 
+/** Seconds left, for eyes only: screen readers get one fixed sentence, not a tick every second. */
 function Countdown({ deadline }: { deadline: number }) {
   const [now, setNow] = useState(() => Date.now());
   useEffect(() => {
@@ -24,10 +31,16 @@ function Countdown({ deadline }: { deadline: number }) {
     return () => clearInterval(timer);
   }, []);
   const left = Math.max(0, Math.ceil((deadline - now) / 1000));
-  return <span className="muted">answer within {left} s</span>;
+  return (
+    <span className="muted" data-testid="incoming-countdown">
+      <span aria-hidden="true">answer within {left} s</span>
+      <span className="visually-hidden">answer by {timeOf(deadline)}</span>
+    </span>
+  );
 }
 
-function Outgoing({ item, controller }: { item: OutgoingItem; controller: Controller }) {
+const Outgoing = memo(function Outgoing({ item, controller }: { item: OutgoingItem; controller: Controller }) {
+  const hiddenChunks = item.chunkCount - item.chunks.length;
   return (
     <li className="exchange" data-testid="exchange" data-status={item.status}>
       <div className="bubble mine" data-testid="message-out">
@@ -40,10 +53,15 @@ function Outgoing({ item, controller }: { item: OutgoingItem; controller: Contro
         <Body body={item.body} />
       </div>
       <div className="bubble theirs" data-testid="message-reply" data-status={item.status}>
+        {hiddenChunks > 0 && (
+          <p className="muted" data-testid="chunks-hidden">
+            {hiddenChunks} earlier {hiddenChunks === 1 ? 'chunk' : 'chunks'} hidden
+          </p>
+        )}
         {item.mode === 'stream' && item.chunks.length > 0 && (
-          <ol className="chunks" aria-label="Streamed chunks">
+          <ol className="chunks" aria-label="Streamed chunks" start={hiddenChunks + 1}>
             {item.chunks.map((chunk, n) => (
-              <li key={n} data-testid="reply-chunk">
+              <li key={hiddenChunks + n} data-testid="reply-chunk">
                 <Body body={chunk} />
               </li>
             ))}
@@ -68,7 +86,7 @@ function Outgoing({ item, controller }: { item: OutgoingItem; controller: Contro
         {item.status === 'done' && item.mode === 'request' && <Body body={item.response} testId="reply-body" />}
         {item.status === 'done' && item.mode === 'stream' && (
           <p className="muted" data-testid="stream-end">
-            Stream ended after {item.chunks.length} {item.chunks.length === 1 ? 'chunk' : 'chunks'}.
+            Stream ended after {item.chunkCount} {item.chunkCount === 1 ? 'chunk' : 'chunks'}.
           </p>
         )}
         {item.status === 'cancelled' && <p className="muted">Cancelled.</p>}
@@ -80,18 +98,31 @@ function Outgoing({ item, controller }: { item: OutgoingItem; controller: Contro
       </div>
     </li>
   );
-}
+});
 
-function Incoming({ item, controller }: { item: IncomingItem; controller: Controller }) {
+const Incoming = memo(function Incoming({
+  item,
+  controller,
+  composerRef,
+  fromName,
+  fromOwned,
+}: {
+  item: IncomingItem;
+  controller: Controller;
+  composerRef: RefObject<HTMLTextAreaElement | null>;
+  fromName: string | undefined;
+  fromOwned: boolean;
+}) {
   const [text, setText] = useState('');
   const inputId = useId();
   const send = (event?: FormEvent): void => {
     event?.preventDefault();
     if (text.trim() === '') return;
-    controller.reply(item.from, item.id, text);
+    // The answer form goes away: keep the keyboard in the conversation.
+    if (controller.reply(item.from, item.id, text)) composerRef.current?.focus();
   };
   const onKey = (event: KeyboardEvent<HTMLTextAreaElement>): void => {
-    if (event.key === 'Enter' && !event.shiftKey) {
+    if (isSendKey(event)) {
       event.preventDefault();
       send();
     }
@@ -101,7 +132,15 @@ function Incoming({ item, controller }: { item: IncomingItem; controller: Contro
       <div className="bubble theirs" data-testid="incoming-message">
         <div className="bubble-head">
           <span>
-            <code>{shortId(item.from)}</code> → you (<code>{item.capability}</code>)
+            {fromName !== undefined && (
+              <>
+                <bdi>{fromName}</bdi>{' '}
+              </>
+            )}
+            <code className="agent-id" title={item.from}>
+              {fromOwned ? shortId(item.from) : item.from}
+            </code>{' '}
+            → you (<code>{item.capability}</code>)
           </span>
           <time>{timeOf(item.at)}</time>
         </div>
@@ -142,9 +181,21 @@ function Incoming({ item, controller }: { item: IncomingItem; controller: Contro
       {item.status === 'cancelled' && <p className="muted">The sender stopped waiting.</p>}
     </li>
   );
-}
+});
 
-function Composer({ card, controller, online }: { card: AgentCardResource | undefined; controller: Controller; online: boolean }) {
+function Composer({
+  agentId,
+  card,
+  controller,
+  online,
+  inputRef,
+}: {
+  agentId: string;
+  card: AgentCardResource | undefined;
+  controller: Controller;
+  online: boolean;
+  inputRef: RefObject<HTMLTextAreaElement | null>;
+}) {
   const capabilities = card?.capabilities.map((c) => c.name) ?? ['chat'];
   const [capability, setCapability] = useState(capabilities.includes('chat') ? 'chat' : (capabilities[0] ?? 'chat'));
   const [mode, setMode] = useState<'request' | 'stream'>('request');
@@ -152,11 +203,12 @@ function Composer({ card, controller, online }: { card: AgentCardResource | unde
   const [text, setText] = useState('');
   const [error, setError] = useState<string | undefined>();
   const ids = { text: useId(), capability: useId(), json: useId(), error: useId() };
-  const target = card?.agent_id;
+  // The conversation's agent, whether or not discovery lists it (one that wrote to us, say).
+  const target = agentId;
 
   const send = (event?: FormEvent): void => {
     event?.preventDefault();
-    if (target === undefined || text.trim() === '') return;
+    if (text.trim() === '') return;
     const composed = composeBody(text, asJson);
     if ('error' in composed) {
       setError(composed.error);
@@ -167,7 +219,7 @@ function Composer({ card, controller, online }: { card: AgentCardResource | unde
     void controller.send(target, capability, mode, composed.body);
   };
   const onKey = (event: KeyboardEvent<HTMLTextAreaElement>): void => {
-    if (event.key === 'Enter' && !event.shiftKey) {
+    if (isSendKey(event)) {
       event.preventDefault();
       send();
     }
@@ -205,6 +257,7 @@ function Composer({ card, controller, online }: { card: AgentCardResource | unde
           Message
         </label>
         <textarea
+          ref={inputRef}
           id={ids.text}
           data-testid="composer-input"
           rows={2}
@@ -243,10 +296,13 @@ export function Conversation({
   agentId: string | undefined;
   card: AgentCardResource | undefined;
 }) {
-  const items = agentId === undefined ? [] : (state.conversations[agentId] ?? []);
+  const conversation = agentId === undefined ? undefined : state.conversations[agentId];
+  const items = conversation?.items ?? [];
+  const hidden = conversation?.hidden ?? 0;
   const log = useRef<HTMLOListElement>(null);
+  const composerRef = useRef<HTMLTextAreaElement>(null);
   const last = items[items.length - 1];
-  const lastKey = last ? `${last.id}:${last.status}:${last.kind === 'out' ? last.chunks.length : 0}:${items.length}` : '';
+  const lastKey = last ? `${last.id}:${last.status}:${last.kind === 'out' ? last.chunkCount : 0}:${items.length}` : '';
   useEffect(() => {
     const el = log.current;
     if (el) el.scrollTop = el.scrollHeight;
@@ -260,23 +316,29 @@ export function Conversation({
     );
   }
   const self = agentId === state.agentId;
+  const owned = controller.owns(agentId, card);
   const mayCall = controller.mayCall(agentId);
   const allowed = card?.capabilities.map((c) => c.name).filter((c) => controller.mayCall(agentId, c)) ?? [];
   const canGrant = card !== undefined && controller.canGrant(card);
   const chatsWithMe = controller.mayChatWithMe(agentId);
+  const chatActive = controller.chatActive(agentId);
   return (
     <main className="conversation" data-testid="conversation" data-agent-id={agentId} aria-labelledby="conversation-title">
       <header className="conversation-head">
         <div>
           <h2 id="conversation-title">
-            {card?.name ?? shortId(agentId)}{' '}
+            {card ? <bdi>{card.name}</bdi> : <code className="agent-id">{owned ? shortId(agentId) : agentId}</code>}{' '}
             <span className={`dot dot-${card?.online ? 'online' : 'offline'}`} aria-hidden="true" />
             <span className="muted small-text">{card ? (card.online ? 'online' : 'offline') : 'unknown'}</span>
           </h2>
           <p className="muted small-text">
             <code className="agent-id">{agentId}</code>
           </p>
-          {card?.description && <p className="small-text">{card.description}</p>}
+          {card?.description && (
+            <p className="small-text">
+              <bdi>{card.description}</bdi>
+            </p>
+          )}
         </div>
         {!self && (
           <div className="access small-text" data-testid="access">
@@ -291,10 +353,12 @@ export function Conversation({
                 'No rule lets this browser call it; its owner can grant access.'
               )}
             </p>
-            {canGrant &&
-              (chatsWithMe ? (
-                <p data-testid="chat-allowed">It may send you chat messages.</p>
-              ) : (
+            {chatsWithMe ? (
+              <p data-testid="chat-allowed" data-active={chatActive ? 'true' : 'false'}>
+                It may send you chat messages{chatActive ? '.' : ' (taking effect…)'}
+              </p>
+            ) : (
+              canGrant && (
                 <button
                   type="button"
                   className="small"
@@ -304,24 +368,37 @@ export function Conversation({
                 >
                   Let it chat with me
                 </button>
-              ))}
+              )
+            )}
           </div>
         )}
       </header>
       <ol className="log" ref={log} role="log" aria-live="polite" aria-label="Conversation" data-testid="conversation-log">
-        {items.length === 0 && <li className="muted placeholder">No messages yet.</li>}
+        {hidden > 0 && (
+          <li className="muted placeholder" data-testid="messages-hidden">
+            {hidden} earlier {hidden === 1 ? 'message' : 'messages'} hidden
+          </li>
+        )}
+        {items.length === 0 && hidden === 0 && <li className="muted placeholder">No messages yet.</li>}
         {items.map((item) =>
           item.kind === 'out' ? (
             <Outgoing key={item.id} item={item} controller={controller} />
           ) : (
-            <Incoming key={item.id} item={item} controller={controller} />
+            <Incoming
+              key={item.id}
+              item={item}
+              controller={controller}
+              composerRef={composerRef}
+              fromName={card?.name}
+              fromOwned={owned}
+            />
           ),
         )}
       </ol>
       {self ? (
         <p className="muted composer-note">This is this browser's own agent: other agents' chat messages arrive in their conversations.</p>
       ) : (
-        <Composer card={card} controller={controller} online={card?.online ?? false} />
+        <Composer agentId={agentId} card={card} controller={controller} online={card?.online ?? false} inputRef={composerRef} />
       )}
     </main>
   );

@@ -1,16 +1,25 @@
-import { useId, useState, type FormEvent } from 'react';
-import type { AppState, Controller } from '../controller.js';
+import { useId, useRef, useState, type FormEvent } from 'react';
+import { safeVerificationUri, type AppState, type Controller } from '../controller.js';
 import { ErrorText } from './ErrorText.js';
 
 export function LoginScreen({ controller, state }: { controller: Controller; state: AppState }) {
-  const [token, setToken] = useState('');
+  // The token stays in the input (uncontrolled), never in React state: read once on submit.
+  const tokenInput = useRef<HTMLInputElement>(null);
+  const [empty, setEmpty] = useState(true);
   const tokenId = useId();
   const hintId = useId();
   const submit = (event: FormEvent): void => {
     event.preventDefault();
+    const input = tokenInput.current;
+    if (!input) return;
+    const token = input.value;
     void controller.loginWithToken(token);
   };
   const device = state.device;
+  // Only https (or the loopback stand-in of the tests) becomes a link; anything else is shown as text.
+  const deviceHref = device
+    ? [device.verificationUriComplete, device.verificationUri].find((uri) => safeVerificationUri(uri))
+    : undefined;
   return (
     <main className="centered">
       <section className="card login" aria-labelledby="login-title">
@@ -20,14 +29,24 @@ export function LoginScreen({ controller, state }: { controller: Controller; sta
         </p>
         <form onSubmit={submit} noValidate>
           <label htmlFor={tokenId}>API token</label>
+          {/* A text field masked by CSS, not type=password: an API token is not a password for the
+              browser's password manager to offer to save or fill in. */}
           <input
+            ref={tokenInput}
             id={tokenId}
             data-testid="login-token-input"
-            type="password"
+            className="secret"
+            type="text"
+            name="agent-mesh-api-token"
             autoComplete="off"
+            autoCapitalize="none"
+            autoCorrect="off"
             spellCheck={false}
-            value={token}
-            onChange={(e) => setToken(e.target.value)}
+            data-1p-ignore="true"
+            data-lpignore="true"
+            data-bwignore="true"
+            defaultValue=""
+            onInput={(e) => setEmpty(e.currentTarget.value.trim() === '')}
             aria-describedby={hintId}
             disabled={state.loginBusy}
           />
@@ -35,7 +54,7 @@ export function LoginScreen({ controller, state }: { controller: Controller; sta
             For example the bootstrap token that <code>agent-mesh-server --bootstrap</code> or{' '}
             <code>mesh-demo --serve</code> prints.
           </p>
-          <button type="submit" className="primary" data-testid="login-token-submit" disabled={state.loginBusy || token.trim() === ''}>
+          <button type="submit" className="primary" data-testid="login-token-submit" disabled={state.loginBusy || empty}>
             {state.loginBusy && !device ? 'Logging in…' : 'Log in with token'}
           </button>
         </form>
@@ -48,9 +67,15 @@ export function LoginScreen({ controller, state }: { controller: Controller; sta
               <div data-testid="device-login" aria-live="polite">
                 <p>
                   Open{' '}
-                  <a href={device.verificationUriComplete ?? device.verificationUri} target="_blank" rel="noreferrer noopener" data-testid="device-url">
-                    {device.verificationUri}
-                  </a>{' '}
+                  {deviceHref !== undefined ? (
+                    <a href={deviceHref} target="_blank" rel="noreferrer noopener" data-testid="device-url">
+                      {device.verificationUri}
+                    </a>
+                  ) : (
+                    <code className="agent-id" data-testid="device-url-text">
+                      {device.verificationUri}
+                    </code>
+                  )}{' '}
                   and enter this code:
                 </p>
                 <p className="device-code" data-testid="device-code">
@@ -69,9 +94,23 @@ export function LoginScreen({ controller, state }: { controller: Controller; sta
           </div>
         )}
         {state.loginError && (
-          <p className="error" role="alert" data-testid="login-error">
+          <div className="error" role="alert" data-testid="login-error">
             <ErrorText error={state.loginError} />
-          </p>
+            {state.keyRevoked && (
+              <p>
+                <button type="button" className="primary" data-testid="new-key" onClick={() => void controller.makeNewKey()} disabled={state.loginBusy}>
+                  Make a new key
+                </button>
+              </p>
+            )}
+            {state.loginRetry && (
+              <p>
+                <button type="button" data-testid="login-retry" onClick={() => void controller.retry()} disabled={state.loginBusy}>
+                  Try again
+                </button>
+              </p>
+            )}
+          </div>
         )}
       </section>
     </main>
