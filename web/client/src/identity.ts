@@ -7,6 +7,7 @@ import { decodeBase64url, encodeBase64url } from './base64url.js';
 import {
   edPublicKeyOfSeed,
   edPublicToX25519,
+  edValidPublicToX25519,
   edSeedToX25519,
   edSign,
   isValidPoint,
@@ -95,7 +96,7 @@ export function agentIdOfPublicKey(publicKey: Uint8Array): string {
 
 /** The X25519 static public key derived from an agent ID (crypto_sign_ed25519_pk_to_curve25519). */
 export function x25519PublicOfAgentId(text: string): Uint8Array {
-  return edPublicToX25519(publicKeyOfAgentId(text));
+  return edValidPublicToX25519(publicKeyOfAgentId(text)); // validated (and remembered) by the parse
 }
 
 // ---- Verification ----
