@@ -4,9 +4,10 @@
 // sees the echo agent online, grants access, sends a message, sees the echoed answer and streams a
 // reply, and an ungranted capability fails with `acl_denied`. A second browser (its own profile, so
 // its own agent) writes to the first: refused `acl_denied` by the first browser's own ACL until the
-// person there clicks "Let it chat with me", then answered by the person. Logging out clears the
-// session and takes the first browser's agent offline. Last, the device-flow login against
-// agent-mesh-server and the GitHub stand-in (tests/support). Throughout, neither the seed nor the
+// person there clicks "Let it chat with me", then answered by the person. A second tab of the first
+// browser (same profile, same agent) waits ("open in another tab") until "Use it here" takes the
+// agent over. Logging out clears the session and takes the first browser's agent offline. Last, the
+// device-flow login against agent-mesh-server and the GitHub stand-in (tests/support). Throughout, neither the seed nor the
 // plaintext of a message is in any request (URL, headers, body) or WebSocket frame. Screenshots go
 // to $AGENT_MESH_TEST_ARTIFACTS (ctest: <build>/test-artifacts/web).
 //
@@ -463,6 +464,42 @@ test("another browser agent chats with this one once its own ACL allows it, and 
   await assertNeverSent(alice, Buffer.from('yes, a human here'), 'the plaintext of an answer');
   await assertNeverSent(carol, await seedBytes(carol.page), 'the seed');
   assert.deepEqual(carol.problems, []);
+  assert.deepEqual(alice.problems, []);
+});
+
+test('a second tab of the same profile waits until "Use it here" takes the agent over', async () => {
+  const [alice] = opened;
+  assert.ok(alice, 'the first test opened the first browser');
+  const aliceId = await alice.page.getByTestId('status-agent-id').getAttribute('data-agent-id');
+  const online = (page) => page.locator('[data-testid="status-link"][data-state="online"]');
+
+  // The same browser context: the same IndexedDB (token and seed) and the same Web Locks.
+  const tab = await alice.context.newPage();
+  const problems = [];
+  tab.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  await tab.goto(`${demo.url}/`);
+  await tab.getByText('This agent is open in another tab').waitFor();
+  assert.equal(await tab.getByTestId('status-agent-id').count(), 0, 'the second tab did not connect as the agent');
+  assert.equal(await alice.page.getByTestId('status-link').getAttribute('data-state'), 'online');
+
+  // "Use it here": the second tab is the agent now; the first one closed its agent and says so.
+  await tab.getByRole('button', { name: 'Use it here' }).click();
+  await online(tab).waitFor();
+  assert.equal(await tab.getByTestId('status-agent-id').getAttribute('data-agent-id'), aliceId);
+  await alice.page.getByText('This agent is open in another tab').waitFor();
+  await alice.page.getByRole('button', { name: 'Use it here' }).waitFor();
+
+  // Reloading the agent's tab hands the agent over to the reloaded page.
+  await tab.reload();
+  await online(tab).waitFor();
+  assert.equal(await alice.page.getByTestId('elsewhere').count(), 1);
+
+  // And back to the first tab, which the next test logs out.
+  await alice.page.getByRole('button', { name: 'Use it here' }).click();
+  await online(alice.page).waitFor();
+  await tab.getByText('This agent is open in another tab').waitFor();
+  await tab.close();
+  assert.deepEqual(problems, []);
   assert.deepEqual(alice.problems, []);
 });
 

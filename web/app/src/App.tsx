@@ -27,6 +27,15 @@ export function App({ controller }: { controller: Controller }) {
         <p className="muted">Registering this browser as an agent…</p>
       </main>
     );
+  } else if (state.phase === 'elsewhere') {
+    content = (
+      <main className="centered elsewhere" data-testid="elsewhere">
+        <p role="status">This agent is open in another tab.</p>
+        <button type="button" data-testid="use-here" onClick={() => void controller.useHere()}>
+          Use it here
+        </button>
+      </main>
+    );
   } else {
     content = (
       <div className="workspace">

@@ -8,6 +8,13 @@
 // generation; anything that finishes late for an older generation is dropped. A session (the
 // agent, its loops, the registry with the user's token) is torn down completely before the next one
 // starts, and every await in it re-checks that its session is still the current one.
+//
+// One tab per agent: tabs of one browser profile share the user's seed, and two connections of one
+// agent replace each other at the relay (4009). With the Web Locks API the tab whose session holds
+// the lock `agent-mesh:agent:<user id>` is the agent; another tab shows "open in another tab" until
+// the person takes it over there (a steal: the first tab then ends its session as a logout does).
+// A second lock, `…:link`, is held until the agent's relay connection is closed, so the next tab
+// dials only once the previous one has refused its waiting chats and gone.
 import { MeshError } from '../../client/src/errors.js';
 import { Identity } from '../../client/src/identity.js';
 import type { JsonValue } from '../../client/src/ijson.js';
@@ -42,6 +49,8 @@ const SYNC_WAIT_S = 25;
 const DEVICE_POLL_MIN_MS = 1_000;
 /** Waiting for the old agent's refusals to go out before its relay connection closes. */
 const CLOSE_GRACE_MS = 1_000;
+/** Waiting for another tab's agent to close after a take-over; past this its link lock is stolen. */
+const LINK_HANDOVER_MS = 5_000;
 
 /** Messages kept per conversation; older finished ones are dropped ("N earlier messages hidden"). */
 export const MAX_CONVERSATION_ITEMS = 200;
@@ -50,7 +59,8 @@ export const MAX_SHOWN_CHUNKS = 200;
 /** Chat requests one sender may have waiting for the person; more are refused `rate_limited`. */
 export const MAX_WAITING_PER_SENDER = 10;
 
-export type Phase = 'starting' | 'login' | 'connecting' | 'ready';
+/** `elsewhere`: logged in, but this user's agent is open in another tab of this browser. */
+export type Phase = 'starting' | 'login' | 'connecting' | 'ready' | 'elsewhere';
 export type LinkState = 'connecting' | 'online' | 'offline' | 'closed';
 
 export interface ShownError {
@@ -238,6 +248,69 @@ export interface VisibilitySource {
   addEventListener(type: 'visibilitychange', listener: () => void): void;
 }
 
+/** The part of the Web Locks API (navigator.locks) the controller uses; a fake in unit tests. */
+export interface LockManagerLike {
+  request<T>(
+    name: string,
+    options: { ifAvailable?: boolean; steal?: boolean; signal?: AbortSignal },
+    callback: (lock: unknown) => Promise<T> | T,
+  ): Promise<T>;
+}
+
+/** A lock this tab holds until release(); `lost` resolves when another tab steals it. */
+interface HeldLock {
+  release(): void;
+  lost: Promise<void>;
+}
+
+/**
+ * Requests a Web Lock and keeps it until released. Resolves undefined when `ifAvailable` finds it
+ * held elsewhere; rejects when the request fails (or `signal` aborts) before it is granted.
+ */
+function holdLock(
+  locks: LockManagerLike,
+  name: string,
+  options: { ifAvailable?: boolean; steal?: boolean; signal?: AbortSignal },
+): Promise<HeldLock | undefined> {
+  return new Promise((resolve, reject) => {
+    let granted = false;
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    let lose!: () => void;
+    const lost = new Promise<void>((r) => (lose = r));
+    locks
+      .request(name, options, (lock) => {
+        if (lock === null) {
+          resolve(undefined);
+          return undefined;
+        }
+        granted = true;
+        resolve({ release, lost });
+        return released;
+      })
+      .then(
+        () => undefined,
+        (e: unknown) => {
+          // Granted, then aborted: another tab stole it.
+          if (granted) lose();
+          else reject(e instanceof Error ? e : new Error(String(e)));
+        },
+      );
+  });
+}
+
+/** The page's Web Locks, when the browser has them. */
+function defaultLocks(): LockManagerLike | undefined {
+  if (typeof navigator === 'undefined') return undefined;
+  const locks = (navigator as { locks?: LockManagerLike }).locks;
+  return locks && typeof locks.request === 'function' ? locks : undefined;
+}
+
+/** The lock naming the one tab that is this user's agent (per browser profile and origin). */
+export function agentLockName(userId: string): string {
+  return `agent-mesh:agent:${userId}`;
+}
+
 export interface ControllerOptions {
   registry?: RegistryClient;
   page?: { protocol: string; host: string };
@@ -253,22 +326,35 @@ export interface ControllerOptions {
   devicePollMinMs?: number;
   /** Default: the page's document, when there is one. */
   visibility?: VisibilitySource;
+  /** One tab per agent (default navigator.locks; null, or a browser without it: no coordination). */
+  locks?: LockManagerLike | null;
 }
+
+/** The state of no session: the initial one, and what ending a session goes back to. */
+export const NO_SESSION = {
+  agentId: undefined,
+  groupId: undefined,
+  link: { state: 'offline' },
+  agents: [],
+  agentsLoaded: false,
+  agentsError: undefined,
+  agentsUpdatedAt: undefined,
+  rules: [],
+  ownRules: [],
+  conversations: {},
+  unread: {},
+  selected: undefined,
+  notice: undefined,
+  granting: {},
+} as const satisfies Partial<AppState>;
 
 export class Controller {
   state: AppState = {
+    ...NO_SESSION,
     phase: 'starting',
-    link: { state: 'offline' },
-    agents: [],
-    agentsLoaded: false,
-    rules: [],
-    ownRules: [],
-    conversations: {},
-    unread: {},
     loginBusy: false,
     loginRetry: false,
     keyRevoked: false,
-    granting: {},
   };
 
   private readonly listeners = new Set<() => void>();
@@ -280,6 +366,7 @@ export class Controller {
   private readonly discoveryIntervalMs: number;
   private readonly devicePollMinMs: number;
   private readonly visibility: VisibilitySource | undefined;
+  private readonly locks: LockManagerLike | undefined;
   /** Sleepers to wake when the page becomes visible again. */
   private readonly onVisible = new Set<() => void>();
 
@@ -290,12 +377,18 @@ export class Controller {
   private storeQueue: Promise<void> = Promise.resolve();
   /** The login whose key turned out revoked, for makeNewKey. */
   private revokedLogin?: { me: Me; registry: RegistryClient };
+  /** The login whose agent is open in another tab, for useHere. */
+  private elsewhereLogin?: { me: Me; registry: RegistryClient };
 
   // ---- the session (reset by stopSession) ----
   private session?: AbortController;
   private registry?: RegistryClient;
   private agentRegistry?: RegistryClient;
   private agent?: AgentLike;
+  /** This tab is the user's agent (released when the session ends). */
+  private agentLock?: HeldLock;
+  /** Held until this tab's agent is closed. */
+  private linkLock?: HeldLock;
   /** The previous agent's close, awaited before a new agent dials the relay. */
   private closing?: Promise<void>;
   private syncRules: AclRule[] = [];
@@ -320,6 +413,7 @@ export class Controller {
     this.discoveryIntervalMs = options.discoveryIntervalMs ?? DISCOVERY_INTERVAL_MS;
     this.devicePollMinMs = options.devicePollMinMs ?? DEVICE_POLL_MIN_MS;
     this.visibility = options.visibility ?? (typeof document === 'undefined' ? undefined : document);
+    this.locks = options.locks === undefined ? defaultLocks() : (options.locks ?? undefined);
     const visibility = this.visibility;
     visibility?.addEventListener('visibilitychange', () => {
       if (visibility.hidden) return;
@@ -399,6 +493,7 @@ export class Controller {
     this.stopDeviceFlow();
     const gen = ++this.generation;
     this.revokedLogin = undefined;
+    this.elsewhereLogin = undefined;
     this.set({ loginBusy: true, loginError: undefined, loginRetry: false, keyRevoked: false });
     const registry = this.base.with({ token });
     let me: Me;
@@ -501,10 +596,21 @@ export class Controller {
     await this.connect(revoked.me, revoked.registry, gen);
   }
 
+  /** The agent is open in another tab: take it over here (that tab ends its session). */
+  async useHere(): Promise<void> {
+    const login = this.elsewhereLogin;
+    if (!login || this.state.phase !== 'elsewhere') return;
+    this.elsewhereLogin = undefined;
+    const gen = ++this.generation;
+    this.set({ phase: 'connecting' });
+    await this.connect(login.me, login.registry, gen, true);
+  }
+
   async logout(): Promise<void> {
     ++this.generation;
     this.stopDeviceFlow();
     this.revokedLogin = undefined;
+    this.elsewhereLogin = undefined;
     const closed = this.stopSession('the person logged out');
     this.set({
       phase: 'login',
@@ -543,22 +649,12 @@ export class Controller {
     }
     for (const [, abort] of this.outgoingAbort) abort.abort();
     this.outgoingAbort.clear();
-    this.set({
-      agentId: undefined,
-      groupId: undefined,
-      link: { state: 'offline' },
-      agents: [],
-      agentsLoaded: false,
-      agentsError: undefined,
-      agentsUpdatedAt: undefined,
-      rules: [],
-      ownRules: [],
-      conversations: {},
-      unread: {},
-      selected: undefined,
-      notice: undefined,
-      granting: {},
-    });
+    this.set(NO_SESSION);
+    // Another tab may be the agent now; the relay connection is handed over once it is closed.
+    this.agentLock?.release();
+    this.agentLock = undefined;
+    const linkLock = this.linkLock;
+    this.linkLock = undefined;
     const agent = this.agent;
     this.agent = undefined;
     if (agent) {
@@ -566,16 +662,74 @@ export class Controller {
         .close({ graceMs: CLOSE_GRACE_MS })
         .catch(() => undefined)
         .finally(() => {
+          linkLock?.release();
           if (this.closing === closing) this.closing = undefined;
         });
       this.closing = closing;
+    } else {
+      linkLock?.release();
     }
     return this.closing ?? Promise.resolve();
   }
 
   // ---- the browser's agent ----
 
-  private async connect(me: Me, registry: RegistryClient, gen: number): Promise<void> {
+  /**
+   * Makes this tab the user's agent (Web Locks): false when another tab is (unless `steal`), or when
+   * the session ended meanwhile. Waits for the previous tab's agent to close (at most
+   * LINK_HANDOVER_MS) before its relay connection would be replaced.
+   */
+  private async claimAgent(me: Me, registry: RegistryClient, session: AbortController, current: () => boolean, steal: boolean): Promise<boolean> {
+    const locks = this.locks;
+    if (!locks) return true;
+    const name = agentLockName(me.user.id);
+    let held: HeldLock | undefined;
+    try {
+      held = await holdLock(locks, name, steal ? { steal: true } : { ifAvailable: true });
+    } catch {
+      // No locks for this document after all (an opaque origin, say): connect as without them.
+      return current();
+    }
+    if (!held) return false;
+    if (!current()) {
+      held.release();
+      return false;
+    }
+    this.agentLock = held;
+    void held.lost.then(() => {
+      if (this.agentLock === held) this.takenOver(me, registry);
+    });
+    const handover = new AbortController();
+    const timer = setTimeout(() => handover.abort(), LINK_HANDOVER_MS);
+    const stop = (): void => handover.abort();
+    session.signal.addEventListener('abort', stop, { once: true });
+    let link: HeldLock | undefined;
+    try {
+      link = await holdLock(locks, `${name}:link`, { signal: handover.signal });
+    } catch {
+      if (!current()) return false;
+      // The other tab does not let go (frozen, say): its connection is replaced (4009).
+      link = await holdLock(locks, `${name}:link`, { steal: true }).catch(() => undefined);
+    } finally {
+      clearTimeout(timer);
+      session.signal.removeEventListener('abort', stop);
+    }
+    if (!current()) {
+      link?.release();
+      return false;
+    }
+    this.linkLock = link;
+    return true;
+  }
+
+  /** Another tab took this user's agent over: end the session as a logout does and say so. */
+  private takenOver(me: Me, registry: RegistryClient): void {
+    void this.stopSession('the agent was opened in another tab');
+    this.elsewhereLogin = { me, registry };
+    this.set({ phase: 'elsewhere', loginBusy: false });
+  }
+
+  private async connect(me: Me, registry: RegistryClient, gen: number, steal = false): Promise<void> {
     const previous = this.stopSession('this browser logged in again');
     const session = new AbortController();
     this.session = session;
@@ -584,6 +738,14 @@ export class Controller {
     try {
       // The old agent's relay connection goes first, or the two would replace each other (4009).
       await previous;
+      if (!current()) return;
+      if (!(await this.claimAgent(me, registry, session, current, steal))) {
+        if (!current()) return;
+        void this.stopSession();
+        this.elsewhereLogin = { me, registry };
+        this.set({ phase: 'elsewhere' });
+        return;
+      }
       if (!current()) return;
       const group = personalGroup(me);
       const stored = await this.store.loadSeed(me.user.id);

@@ -1,9 +1,10 @@
 // The web UI's controller (app/src/controller.ts) outside the browser: sessions (token and device
 // logins, logout, a second login, late answers of older ones), incoming chat requests (the 60 s
 // timeout, replies reaching the right sender, the per-sender limit, refusals sent before the agent
-// closes), discovery and grants (ordering, failures), remembered tokens, revoked keys and the bounds
-// on what a conversation keeps. The registry is a scripted fetch (fakes.ts); the incoming-chat
-// timeout and the logout refusal go through a real MeshAgent and the in-process FakeRelay.
+// closes), discovery and grants (ordering, failures), remembered tokens, revoked keys, the bounds
+// on what a conversation keeps, and one tab per agent (Web Locks: a second tab waits, a take-over,
+// logout). The registry is a scripted fetch (fakes.ts); the incoming-chat timeout and the logout
+// refusal go through a real MeshAgent and the in-process FakeRelay.
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { MeshError } from '../../client/src/errors.js';
@@ -16,6 +17,8 @@ import {
   MAX_CONVERSATION_ITEMS,
   MAX_SHOWN_CHUNKS,
   MAX_WAITING_PER_SENDER,
+  NO_SESSION,
+  agentLockName,
   relayFor,
   safeVerificationUri,
   type ConversationItem,
@@ -25,7 +28,7 @@ import {
   type VisibilitySource,
 } from '../src/controller.js';
 import { showBody } from '../src/format.js';
-import { FakeRegistry, MemoryStore, fakeAgents, settle, until, user } from './fakes.js';
+import { FakeLocks, FakeRegistry, MemoryStore, fakeAgents, settle, until, user } from './fakes.js';
 
 const WS = WebSocket as unknown as WebSocketConstructor;
 const ADA_SEED = new Uint8Array(32).fill(0x0a);
@@ -55,10 +58,29 @@ function setup(options: Partial<ControllerOptions> = {}) {
     createAgent: fakes.create,
     discoveryIntervalMs: 60_000,
     devicePollMinMs: 10,
+    locks: new FakeLocks(),
     ...options,
   });
   cleanups.push(() => controller.logout());
   return { registry, store, controller, agents: fakes.agents };
+}
+
+/** Another tab of the same browser profile: the same registry, IndexedDB and locks, its own agents. */
+function anotherTab(first: { registry: FakeRegistry; store: MemoryStore }, locks: FakeLocks | null, onCreate?: () => void) {
+  const fakes = fakeAgents();
+  const controller = new Controller({
+    registry: first.registry.client(),
+    page: { protocol: 'http:', host: 'registry.test' },
+    store: first.store,
+    createAgent: (identity, options) => {
+      onCreate?.();
+      return fakes.create(identity, options);
+    },
+    discoveryIntervalMs: 60_000,
+    locks,
+  });
+  cleanups.push(() => controller.logout());
+  return { controller, agents: fakes.agents };
 }
 
 /** An echo agent of ada's, in her personal group, that the browser may be granted access to. */
@@ -262,19 +284,10 @@ describe('sessions', () => {
     expect(await waiting).toEqual({ sent: 'error', code: 'unreachable' });
     expect(agent.closes).toEqual([{ graceMs: 1000 }]);
     const state = controller.state;
-    expect(state).toMatchObject({
-      phase: 'login',
-      link: { state: 'offline' },
-      agents: [],
-      agentsLoaded: false,
-      rules: [],
-      ownRules: [],
-      conversations: {},
-      unread: {},
-      granting: {},
-      loginBusy: false,
-    });
-    for (const key of ['me', 'agentId', 'groupId', 'selected', 'notice', 'device', 'agentsError', 'loginError'] as const) {
+    // Everything of the session is gone (NO_SESSION: no agent ID, rules, conversations, …).
+    expect(state).toMatchObject({ ...NO_SESSION, phase: 'login', loginBusy: false });
+    expect(state.conversations).toEqual({});
+    for (const key of ['me', 'agentId', 'selected', 'device', 'loginError'] as const) {
       expect(state[key], key).toBeUndefined();
     }
     expect(store.token).toBeUndefined();
@@ -440,6 +453,88 @@ describe('the remembered token', () => {
       }
     });
   }
+});
+
+describe('one tab per agent (Web Locks)', () => {
+  const ADA_LOCK = agentLockName('u1');
+
+  it('a second tab of the same user waits: it says the agent is open elsewhere and makes no agent', async () => {
+    const locks = new FakeLocks();
+    const first = await loggedIn({ locks });
+    const cardsBefore = first.registry.count('POST', '/agents');
+    const second = anotherTab(first, locks);
+    await second.controller.start();
+    expect(second.controller.state.phase).toBe('elsewhere');
+    expect(second.controller.state.me?.user.login).toBe('ada');
+    expect(second.controller.state.agentId).toBeUndefined();
+    expect(second.agents).toHaveLength(0);
+    expect(first.registry.count('POST', '/agents')).toBe(cardsBefore);
+    expect(first.controller.state.phase).toBe('ready');
+    expect(first.agents[0]!.closed).toBe(false);
+    // Another user in the same profile is an agent of their own.
+    const bea = anotherTab(first, locks);
+    await bea.controller.loginWithToken('tok-bea');
+    expect(bea.controller.state.phase).toBe('ready');
+  });
+
+  it("taking over closes the first tab's agent (refusing its waiting chats) before the new one dials", async () => {
+    const locks = new FakeLocks();
+    const first = await loggedIn({ locks }, (r) => allowChat(r, bob.agentId));
+    await until(first.controller, (s) => s.ownRules.length === 1, 'the rule synced');
+    const firstAgent = first.agents[0]!;
+    const waiting = firstAgent.deliver(bob.agentId, 'w1', { message: 'are you there?' });
+    await until(first.controller, () => items(first.controller, bob.agentId).length === 1, 'the incoming chat');
+
+    const closedWhenDialing: boolean[] = [];
+    const second = anotherTab(first, locks, () => closedWhenDialing.push(firstAgent.closeFinished));
+    await second.controller.start();
+    expect(second.controller.state.phase).toBe('elsewhere');
+    await second.controller.useHere();
+    expect(second.controller.state.phase).toBe('ready');
+    expect(second.controller.state.agentId).toBe(adaBrowser);
+    expect(closedWhenDialing).toEqual([true]);
+
+    expect(await waiting).toEqual({ sent: 'error', code: 'unreachable' });
+    expect(firstAgent.closes).toEqual([{ graceMs: 1000 }]);
+    expect(first.controller.state).toMatchObject({ ...NO_SESSION, phase: 'elsewhere' });
+    expect(first.controller.state.me?.user.login).toBe('ada');
+
+    // And back: the first tab takes it over again.
+    await first.controller.useHere();
+    expect(first.controller.state.phase).toBe('ready');
+    expect(first.agents).toHaveLength(2);
+    expect(second.agents[0]!.closes).toEqual([{ graceMs: 1000 }]);
+    expect(second.controller.state.phase).toBe('elsewhere');
+  });
+
+  it('logging out lets go of the agent: the next tab to log in is the agent', async () => {
+    const locks = new FakeLocks();
+    const first = await loggedIn({ locks });
+    const second = anotherTab(first, locks);
+    await second.controller.start();
+    expect(second.controller.state.phase).toBe('elsewhere');
+    await first.controller.logout();
+    expect(locks.held(ADA_LOCK)).toBe(false);
+    expect(locks.held(`${ADA_LOCK}:link`)).toBe(false);
+    first.store.token = 'tok-ada';
+    const third = anotherTab(first, locks);
+    await third.controller.start();
+    expect(third.controller.state.phase).toBe('ready');
+    expect(locks.held(ADA_LOCK)).toBe(true);
+    // Logging out of a waiting tab takes nothing from the agent's tab.
+    await second.controller.logout();
+    expect(second.controller.state.phase).toBe('login');
+    expect(third.controller.state.phase).toBe('ready');
+    expect(third.agents[0]!.closed).toBe(false);
+  });
+
+  it('without Web Locks both tabs connect, as before', async () => {
+    const first = await loggedIn({ locks: null });
+    const second = anotherTab(first, null);
+    await second.controller.start();
+    expect(second.controller.state.phase).toBe('ready');
+    expect(first.controller.state.phase).toBe('ready');
+  });
 });
 
 describe('discovery and grants', () => {

@@ -1,13 +1,13 @@
 // Test doubles for the web UI's controller (app/src/controller.ts): a registry behind a scripted
 // `fetch` (users, cards, discovery, rules, the agent's ACL long poll, the device flow), answers that
-// can be held in flight to reorder them, an in-memory key store and a fake browser agent. The real
-// registry and relay are exercised end to end by web/e2e.
+// can be held in flight to reorder them, an in-memory key store, a fake browser agent and an
+// in-memory Web Locks API. The real registry and relay are exercised end to end by web/e2e.
 import { MeshError } from '../../client/src/errors.js';
 import type { Identity } from '../../client/src/identity.js';
 import type { JsonValue } from '../../client/src/ijson.js';
 import type { Handler, IncomingCall, MeshAgentOptions, RequestOptions } from '../../client/src/mesh.js';
 import { RegistryClient, type AclRule, type AgentCardResource, type Me } from '../../client/src/registry.js';
-import type { AgentLike, AppState, Controller } from '../src/controller.js';
+import type { AgentLike, AppState, Controller, LockManagerLike } from '../src/controller.js';
 import type { KeyStore } from '../src/keystore.js';
 
 /** A user whose personal group's ID is `groupId` (a UUID, as the registry checks). */
@@ -270,6 +270,8 @@ export class FakeAgent implements AgentLike {
   readonly handlers = new Map<string, Handler>();
   readonly closes: { graceMs?: number }[] = [];
   readonly served = new Set<AbortController>();
+  /** The close has finished (its grace period over, the handlers' signals aborted). */
+  closeFinished = false;
   onRequest: (target: string, capability: string, body: JsonValue) => Promise<JsonValue> = async (_t, _c, body) => ({ echo: body });
   onStream: (target: string, capability: string, body: JsonValue) => AsyncIterable<JsonValue> = async function* () {};
 
@@ -303,6 +305,7 @@ export class FakeAgent implements AgentLike {
     if ((options.graceMs ?? 0) > 0) await new Promise((resolve) => setTimeout(resolve, 0));
     for (const controller of this.served) controller.abort(new MeshError('cancelled', 'the client is closed'));
     this.served.clear();
+    this.closeFinished = true;
   }
 
   /** An incoming `chat` from `from` with the request ID `id`; resolves with what the caller would get. */
@@ -358,4 +361,94 @@ export function until(controller: Controller, predicate: (state: AppState) => bo
 /** Lets pending promise callbacks and zero-delay timers run. */
 export function settle(ms = 0): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+interface LockRequest {
+  grant: () => void;
+  fail: (e: Error) => void;
+}
+
+/**
+ * The Web Locks API (navigator.locks) of one browser profile, in memory: exclusive locks granted in
+ * order, `ifAvailable` (the callback gets null when the lock is taken or asked for), `steal` (the
+ * holder's request rejects with AbortError) and `signal` (a queued request gives up).
+ */
+export class FakeLocks implements LockManagerLike {
+  readonly #held = new Map<string, LockRequest>();
+  readonly #queues = new Map<string, LockRequest[]>();
+
+  /** Whether `name` is held by some tab. */
+  held(name: string): boolean {
+    return this.#held.has(name);
+  }
+
+  request<T>(
+    name: string,
+    options: { ifAvailable?: boolean; steal?: boolean; signal?: AbortSignal },
+    callback: (lock: unknown) => Promise<T> | T,
+  ): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const queue = this.#queues.get(name) ?? [];
+      this.#queues.set(name, queue);
+      if (options.ifAvailable && (this.#held.has(name) || queue.length > 0)) {
+        Promise.resolve()
+          .then(() => callback(null))
+          .then(resolve, reject);
+        return;
+      }
+      if (options.signal?.aborted) {
+        reject(abortError());
+        return;
+      }
+      let settled = false;
+      const request: LockRequest = {
+        grant: () => {
+          options.signal?.removeEventListener('abort', onAbort);
+          this.#held.set(name, request);
+          Promise.resolve()
+            .then(() => callback({ name }))
+            .then(
+              (value) => {
+                this.#release(name, request);
+                if (!settled) resolve(value);
+                settled = true;
+              },
+              (e: unknown) => {
+                this.#release(name, request);
+                if (!settled) reject(e instanceof Error ? e : new Error(String(e)));
+                settled = true;
+              },
+            );
+        },
+        fail: (e) => {
+          settled = true;
+          reject(e);
+        },
+      };
+      const onAbort = (): void => {
+        const index = queue.indexOf(request);
+        if (index < 0) return;
+        queue.splice(index, 1);
+        request.fail(abortError());
+      };
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      if (options.steal) {
+        const holder = this.#held.get(name);
+        this.#held.delete(name);
+        holder?.fail(abortError());
+        request.grant();
+      } else if (!this.#held.has(name) && queue.length === 0) {
+        request.grant();
+      } else {
+        queue.push(request);
+      }
+    });
+  }
+
+  #release(name: string, request: LockRequest): void {
+    if (this.#held.get(name) !== request) return;
+    this.#held.delete(name);
+    const next = this.#queues.get(name)?.shift();
+    next?.grant();
+  }
 }
