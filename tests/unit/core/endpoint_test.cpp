@@ -6,9 +6,12 @@
 
 #include <boost/json.hpp>
 #include <map>
+#include <optional>
 #include <queue>
 #include <random>
 #include <set>
+#include <tuple>
+#include <utility>
 
 #include "agent_mesh/encoding.hpp"
 #include "test_vectors.hpp"
@@ -25,6 +28,13 @@ std::vector<T> events_of(std::vector<EndpointEvent>& events) {
     if (auto* x = std::get_if<T>(&e)) out.push_back(*x);
   }
   return out;
+}
+
+// Takes all of `e`'s events and keeps those of type T.
+template <class T>
+std::vector<T> take_events_of(Endpoint& e) {
+  auto events = e.take_events();
+  return events_of<T>(events);
 }
 
 // Two endpoints and a perfect in-order relay.
@@ -70,6 +80,48 @@ void serve_echo(Endpoint& e, std::int64_t now, std::vector<IncomingRequest>* see
   }
 }
 
+// Delivers `out`, lets `server` answer it with serve_echo, and returns what then reached `client`.
+std::vector<EndpointEvent> serve_round_trip(Mesh& mesh, Endpoint& client, Endpoint& server,
+                                            std::vector<OutgoingFrame> out) {
+  mesh.in_flight = std::move(out);
+  mesh.pump();
+  serve_echo(server, mesh.now);
+  mesh.pump();
+  return client.take_events();
+}
+
+// The handles of the responses among `events`.
+std::vector<RequestHandle> response_handles(std::vector<EndpointEvent>& events) {
+  std::vector<RequestHandle> out;
+  for (const auto& r : events_of<ResponseEvent>(events)) out.push_back(r.handle);
+  return out;
+}
+
+// (handle, error code) of each failure among `events`, in order.
+using Failures = std::vector<std::pair<RequestHandle, Errc>>;
+Failures failures_of(std::vector<EndpointEvent>& events) {
+  Failures out;
+  for (const auto& f : events_of<FailureEvent>(events)) out.emplace_back(f.handle, f.error.code);
+  return out;
+}
+
+// (handle, error code, retry_after_ms) of each failure among `events`, in order.
+using RetriedFailures = std::vector<std::tuple<RequestHandle, Errc, std::optional<std::int64_t>>>;
+RetriedFailures failures_with_retry_of(std::vector<EndpointEvent>& events) {
+  RetriedFailures out;
+  for (const auto& f : events_of<FailureEvent>(events)) out.emplace_back(f.handle, f.error.code, f.retry_after_ms);
+  return out;
+}
+
+// One round trip, so that `client` has a session with `server`.
+void warm_up(Mesh& mesh, Endpoint& client, Endpoint& server) {
+  client.request(server.id(), "echo", 0, false, 5000, mesh.now);
+  mesh.pump();
+  serve_echo(server, mesh.now);
+  mesh.pump();
+  (void)client.take_events();
+}
+
 // Alice and Bob on a perfect relay.
 class EndpointTest : public ::testing::Test {
  protected:
@@ -78,13 +130,7 @@ class EndpointTest : public ::testing::Test {
     mesh.add(bob);
   }
   // One round trip, so that Alice has a session with Bob.
-  void warm_up() {
-    alice.request(bob.id(), "echo", 0, false, 5000, mesh.now);
-    mesh.pump();
-    serve_echo(bob, mesh.now);
-    mesh.pump();
-    (void)alice.take_events();
-  }
+  void warm_up() { agent_mesh::warm_up(mesh, alice, bob); }
   Endpoint alice{key_from_byte(1)};
   Endpoint bob{key_from_byte(2)};
   Mesh mesh;
@@ -116,14 +162,8 @@ TEST_F(EndpointTest, ColdThenWarmRequest) {
   ASSERT_EQ(out.size(), 1u);
   EXPECT_NE(out[0].frame.find("\"encrypted\":true"), std::string::npos);
   EXPECT_EQ(out[0].frame.find("\"echo\""), std::string::npos) << "the capability is not visible to the relay";
-  mesh.in_flight = out;
-  mesh.pump();
-  serve_echo(bob, mesh.now);
-  mesh.pump();
-  events = alice.take_events();
-  responses = events_of<ResponseEvent>(events);
-  ASSERT_EQ(responses.size(), 1u);
-  EXPECT_EQ(responses[0].handle, h2);
+  events = serve_round_trip(mesh, alice, bob, out);
+  EXPECT_EQ(response_handles(events), std::vector<RequestHandle>{h2});
   EXPECT_EQ(alice.outstanding_count(), 0u);
   EXPECT_EQ(bob.served_count(), 0u);
 }
@@ -179,8 +219,7 @@ TEST_F(EndpointTest, CancelStopsTheResponder) {
   warm_up();
   const auto h = alice.request(bob.id(), "slow", 1, false, 5000, mesh.now);
   mesh.pump();
-  auto bob_events = bob.take_events();
-  auto requests = events_of<IncomingRequest>(bob_events);
+  auto requests = take_events_of<IncomingRequest>(bob);
   ASSERT_EQ(requests.size(), 1u);
   alice.cancel(h, mesh.now);
   auto alice_events = alice.take_events();
@@ -188,8 +227,7 @@ TEST_F(EndpointTest, CancelStopsTheResponder) {
   ASSERT_EQ(failures.size(), 1u);
   EXPECT_EQ(failures[0].error.code, Errc::cancelled);
   mesh.pump();
-  bob_events = bob.take_events();
-  ASSERT_EQ(events_of<PeerCancelled>(bob_events).size(), 1u);
+  ASSERT_EQ(take_events_of<PeerCancelled>(bob).size(), 1u);
   auto late = bob.respond(alice.id(), requests[0].id, 1, mesh.now);
   ASSERT_FALSE(late.ok());
   EXPECT_EQ(late.error().code, Errc::cancelled);
@@ -198,17 +236,13 @@ TEST_F(EndpointTest, CancelStopsTheResponder) {
 TEST_F(EndpointTest, TimeoutsOnBothSides) {
   const auto h = alice.request(bob.id(), "echo", 0, false, 100, mesh.now);
   mesh.pump();
-  auto bob_events = bob.take_events();
-  auto requests = events_of<IncomingRequest>(bob_events);
+  auto requests = take_events_of<IncomingRequest>(bob);
   ASSERT_EQ(requests.size(), 1u);
   EXPECT_EQ(alice.next_deadline(), mesh.now + 100);
   mesh.now += 100;
   alice.tick(mesh.now);
   auto events = alice.take_events();
-  auto failures = events_of<FailureEvent>(events);
-  ASSERT_EQ(failures.size(), 1u);
-  EXPECT_EQ(failures[0].handle, h);
-  EXPECT_EQ(failures[0].error.code, Errc::timeout);
+  EXPECT_EQ(failures_of(events), (Failures{{h, Errc::timeout}}));
   // After timeout_ms the responder sends nothing more.
   auto late = bob.respond(alice.id(), requests[0].id, 1, mesh.now);
   ASSERT_FALSE(late.ok());
@@ -219,8 +253,7 @@ TEST_F(EndpointTest, TimeoutsOnBothSides) {
 TEST_F(EndpointTest, LateReplyIsDecryptedAndDropped) {
   alice.request(bob.id(), "echo", 0, false, 1000, mesh.now);
   mesh.pump();
-  auto bob_events = bob.take_events();
-  auto requests = events_of<IncomingRequest>(bob_events);
+  auto requests = take_events_of<IncomingRequest>(bob);
   ASSERT_TRUE(bob.respond(alice.id(), requests[0].id, 1, mesh.now).ok());
   auto reply = bob.take_outgoing();
   mesh.now += 1000;
@@ -237,11 +270,7 @@ TEST(EndpointRestartTest, RestartedResponderAnswersNoSessionAndTheRequestIsRetri
   Mesh mesh;
   mesh.add(alice);
   mesh.add(*bob);
-  alice.request(bob->id(), "echo", 0, false, 5000, mesh.now);
-  mesh.pump();
-  serve_echo(*bob, mesh.now);
-  mesh.pump();
-  (void)alice.take_events();
+  warm_up(mesh, alice, *bob);
   // Bob restarts: sessions are not persisted.
   mesh.agents.erase(bob->id());
   bob = std::make_unique<Endpoint>(key_from_byte(2));
@@ -279,18 +308,14 @@ TEST_F(EndpointTest, SimultaneousInitiationKeepsBothSessions) {
 TEST_F(EndpointTest, InvalidRequestBodyIsAnsweredBadRequest) {
   const auto h = alice.request(bob.id(), "bad name!", 0, false, 5000, mesh.now);
   auto events = alice.take_events();
-  auto failures = events_of<FailureEvent>(events);
-  ASSERT_EQ(failures.size(), 1u);
-  EXPECT_EQ(failures[0].handle, h);
-  EXPECT_EQ(failures[0].error.code, Errc::bad_request);
+  EXPECT_EQ(failures_of(events), (Failures{{h, Errc::bad_request}}));
   EXPECT_TRUE(alice.take_outgoing().empty());
 }
 
 TEST_F(EndpointTest, ResponderRejectsMisuse) {
   alice.request(bob.id(), "count", 0, true, 5000, mesh.now);
   mesh.pump();
-  auto bob_events = bob.take_events();
-  auto requests = events_of<IncomingRequest>(bob_events);
+  auto requests = take_events_of<IncomingRequest>(bob);
   ASSERT_EQ(requests.size(), 1u);
   EXPECT_EQ(bob.respond(alice.id(), requests[0].id, 1, mesh.now).error().code, Errc::bad_request);
   EXPECT_EQ(bob.respond(alice.id(), Uuid::generate(), 1, mesh.now).error().code, Errc::cancelled);
@@ -507,18 +532,24 @@ class Simulation {
   std::vector<int> incarnation_ = std::vector<int>(3, 0);
 };
 
-TEST(EndpointPlaintextTest, PeersConfiguredOnBothEndsExchangeSignedPlaintext) {
-  const KeyPair alice_key = key_from_byte(1);
-  const KeyPair bob_key = key_from_byte(2);
-  EndpointOptions alice_options;
-  alice_options.plaintext_peers = {bob_key.agent_id()};
-  EndpointOptions bob_options;
-  bob_options.plaintext_peers = {alice_key.agent_id()};
-  Endpoint alice(alice_key, alice_options);
-  Endpoint bob(bob_key, bob_options);
+// Alice and Bob on a perfect relay, each configured to exchange plaintext with the other.
+class EndpointPlaintextTest : public ::testing::Test {
+ protected:
+  static EndpointOptions plaintext_with(std::uint8_t peer) {
+    EndpointOptions options;
+    options.plaintext_peers = {key_from_byte(peer).agent_id()};
+    return options;
+  }
+  void SetUp() override {
+    mesh.add(alice);
+    mesh.add(bob);
+  }
+  Endpoint alice{key_from_byte(1), plaintext_with(2)};
+  Endpoint bob{key_from_byte(2), plaintext_with(1)};
   Mesh mesh;
-  mesh.add(alice);
-  mesh.add(bob);
+};
+
+TEST_F(EndpointPlaintextTest, PeersConfiguredOnBothEndsExchangeSignedPlaintext) {
   const auto unary = alice.request(bob.id(), "echo", "clear", false, 5000, mesh.now);
   const auto stream = alice.request(bob.id(), "echo", "s", true, 5000, mesh.now);
   auto out = alice.take_outgoing();
@@ -526,14 +557,8 @@ TEST(EndpointPlaintextTest, PeersConfiguredOnBothEndsExchangeSignedPlaintext) {
   EXPECT_NE(out[0].frame.find("\"signature\""), std::string::npos);
   EXPECT_EQ(out[0].frame.find("\"encrypted\""), std::string::npos);
   EXPECT_NE(out[0].frame.find("\"capability\":\"echo\""), std::string::npos) << "plaintext: the body is visible";
-  mesh.in_flight = out;
-  mesh.pump();
-  serve_echo(bob, mesh.now);
-  mesh.pump();
-  auto events = alice.take_events();
-  auto responses = events_of<ResponseEvent>(events);
-  ASSERT_EQ(responses.size(), 1u);
-  EXPECT_EQ(responses[0].handle, unary);
+  auto events = serve_round_trip(mesh, alice, bob, out);
+  EXPECT_EQ(response_handles(events), std::vector<RequestHandle>{unary});
   auto chunks = events_of<ChunkEvent>(events);
   EXPECT_EQ(chunks.size(), 3u);
   auto ends = events_of<StreamEndEvent>(events);
@@ -550,8 +575,7 @@ TEST(EndpointPlaintextTest, PeersConfiguredOnBothEndsExchangeSignedPlaintext) {
   mesh.agents[carol.id()] = &carol_sender;
   (void)carol_sender.request(bob.id(), "echo", 1, false, 5000, mesh.now);
   mesh.pump();
-  auto bob_events = bob.take_events();
-  EXPECT_TRUE(events_of<IncomingRequest>(bob_events).empty());
+  EXPECT_TRUE(take_events_of<IncomingRequest>(bob).empty());
   EXPECT_EQ(bob.stats().dropped.count("plaintext envelope from a peer not configured for plaintext"), 1u);
 }
 
@@ -563,11 +587,7 @@ TEST_F(EndpointTest, UndeliverableFailsTheRequestThatSentTheEnvelope) {
   const auto id = boost::json::parse(out[0].frame).at("id").as_string();
   alice.undeliverable(*Uuid::parse(std::string(id)), Errc::rate_limited, 1500, mesh.now);
   auto events = alice.take_events();
-  auto failures = events_of<FailureEvent>(events);
-  ASSERT_EQ(failures.size(), 1u);
-  EXPECT_EQ(failures[0].handle, handle);
-  EXPECT_EQ(failures[0].error.code, Errc::rate_limited);
-  EXPECT_EQ(failures[0].retry_after_ms, 1500);
+  EXPECT_EQ(failures_with_retry_of(events), (RetriedFailures{{handle, Errc::rate_limited, 1500}}));
   EXPECT_EQ(alice.outstanding_count(), 0u);
   // Unknown IDs are ignored.
   alice.undeliverable(Uuid::generate(), Errc::unreachable, std::nullopt, mesh.now);
@@ -584,18 +604,14 @@ TEST(EndpointTooLargeTest, AReplyThatDoesNotFitIsAnsweredTooLarge) {
   mesh.add(bob);
   const auto handle = alice.request(bob.id(), "echo", 1, false, 5000, mesh.now);
   mesh.pump();
-  auto events = bob.take_events();
-  auto requests = events_of<IncomingRequest>(events);
+  auto requests = take_events_of<IncomingRequest>(bob);
   ASSERT_EQ(requests.size(), 1u);
   auto sent = bob.respond(requests[0].from, requests[0].id, boost::json::value(std::string(8000, 'x')), mesh.now);
   ASSERT_FALSE(sent.ok());
   EXPECT_EQ(sent.error().code, Errc::too_large);
   mesh.pump();
   auto alice_events = alice.take_events();
-  auto failures = events_of<FailureEvent>(alice_events);
-  ASSERT_EQ(failures.size(), 1u);
-  EXPECT_EQ(failures[0].handle, handle);
-  EXPECT_EQ(failures[0].error.code, Errc::too_large);
+  EXPECT_EQ(failures_of(alice_events), (Failures{{handle, Errc::too_large}}));
   EXPECT_EQ(bob.served_count(), 0u);
 }
 
@@ -692,14 +708,8 @@ TEST_F(EndpointTest, CancellingAColdRequestTooLargeForMessageOneDoesNotBlockTheP
   auto out = alice.take_outgoing();
   ASSERT_EQ(out.size(), 1u) << "a new handshake goes out";
   EXPECT_TRUE(is_handshake_frame(out[0]));
-  mesh.in_flight = out;
-  mesh.pump();
-  serve_echo(bob, mesh.now);
-  mesh.pump();
-  events = alice.take_events();
-  auto responses = events_of<ResponseEvent>(events);
-  ASSERT_EQ(responses.size(), 1u);
-  EXPECT_EQ(responses[0].handle, next);
+  events = serve_round_trip(mesh, alice, bob, out);
+  EXPECT_EQ(response_handles(events), std::vector<RequestHandle>{next});
 }
 
 TEST_F(EndpointTest, CancellingTheStarterRestartsTheHandshakeForTheRequestsWaitingOnIt) {
@@ -710,22 +720,13 @@ TEST_F(EndpointTest, CancellingTheStarterRestartsTheHandshakeForTheRequestsWaiti
   ASSERT_EQ(lost.size(), 1u) << "single flight";
   alice.cancel(big, mesh.now);
   auto events = alice.take_events();
-  auto failures = events_of<FailureEvent>(events);
-  ASSERT_EQ(failures.size(), 1u);
-  EXPECT_EQ(failures[0].handle, big);
-  EXPECT_EQ(failures[0].error.code, Errc::cancelled);
+  EXPECT_EQ(failures_of(events), (Failures{{big, Errc::cancelled}}));
   auto out = alice.take_outgoing();
   ASSERT_EQ(out.size(), 1u) << "the waiting request starts a fresh handshake";
   EXPECT_TRUE(is_handshake_frame(out[0]));
   EXPECT_NE(frame_id(out[0].frame), frame_id(lost[0].frame));
-  mesh.in_flight = out;
-  mesh.pump();
-  serve_echo(bob, mesh.now);
-  mesh.pump();
-  events = alice.take_events();
-  auto responses = events_of<ResponseEvent>(events);
-  ASSERT_EQ(responses.size(), 1u);
-  EXPECT_EQ(responses[0].handle, small);
+  events = serve_round_trip(mesh, alice, bob, out);
+  EXPECT_EQ(response_handles(events), std::vector<RequestHandle>{small});
   EXPECT_TRUE(events_of<FailureEvent>(events).empty());
 }
 
@@ -738,22 +739,12 @@ TEST_F(EndpointTest, APlaintextErrorAnsweringStepOneAbandonsTheHandshake) {
   // The peer refuses the request carried in message 1 with a signed plaintext error (§5).
   alice.receive(signed_error(key_from_byte(2), alice.id(), step1, Errc::rate_limited, 700, mesh.now), mesh.now);
   auto events = alice.take_events();
-  auto failures = events_of<FailureEvent>(events);
-  ASSERT_EQ(failures.size(), 1u);
-  EXPECT_EQ(failures[0].handle, first);
-  EXPECT_EQ(failures[0].error.code, Errc::rate_limited);
-  EXPECT_EQ(failures[0].retry_after_ms, 700);
+  EXPECT_EQ(failures_with_retry_of(events), (RetriedFailures{{first, Errc::rate_limited, 700}}));
   out = alice.take_outgoing();
   ASSERT_EQ(out.size(), 1u) << "the waiting request starts a fresh handshake";
   EXPECT_TRUE(is_handshake_frame(out[0]));
-  mesh.in_flight = out;
-  mesh.pump();
-  serve_echo(bob, mesh.now);
-  mesh.pump();
-  events = alice.take_events();
-  auto responses = events_of<ResponseEvent>(events);
-  ASSERT_EQ(responses.size(), 1u);
-  EXPECT_EQ(responses[0].handle, second);
+  events = serve_round_trip(mesh, alice, bob, out);
+  EXPECT_EQ(response_handles(events), std::vector<RequestHandle>{second});
   // With nobody waiting, the handshake is simply dropped: a later cold request is not blocked.
   Endpoint carol(key_from_byte(3));
   mesh.add(carol);
@@ -771,14 +762,8 @@ TEST_F(EndpointTest, APlaintextErrorAnsweringStepOneAbandonsTheHandshake) {
   out = alice.take_outgoing();
   ASSERT_EQ(out.size(), 1u);
   EXPECT_TRUE(is_handshake_frame(out[0]));
-  mesh.in_flight = out;
-  mesh.pump();
-  serve_echo(carol, mesh.now);
-  mesh.pump();
-  events = alice.take_events();
-  responses = events_of<ResponseEvent>(events);
-  ASSERT_EQ(responses.size(), 1u);
-  EXPECT_EQ(responses[0].handle, again);
+  events = serve_round_trip(mesh, alice, carol, out);
+  EXPECT_EQ(response_handles(events), std::vector<RequestHandle>{again});
 }
 
 TEST(EndpointUndeliverableTest, AnUndeliverableStepOneThatCarriedNoRequestFailsTheRequestsWaitingOnIt) {
@@ -817,8 +802,7 @@ TEST_F(EndpointTest, NoSessionAfterAStreamStartedFailsInsteadOfSplicingTwoRuns) 
   const std::string original = out[0].frame;
   mesh.in_flight = out;
   mesh.pump();
-  auto bob_events = bob.take_events();
-  auto requests = events_of<IncomingRequest>(bob_events);
+  auto requests = take_events_of<IncomingRequest>(bob);
   ASSERT_EQ(requests.size(), 1u);
   for (int i = 0; i < 2; ++i) ASSERT_TRUE(bob.send_chunk(alice.id(), requests[0].id, i, mesh.now).ok());
   mesh.pump();
@@ -832,13 +816,9 @@ TEST_F(EndpointTest, NoSessionAfterAStreamStartedFailsInsteadOfSplicingTwoRuns) 
   mesh.pump();
   EXPECT_EQ(alice.stats().retries, 0u) << "part of the reply has arrived: no retry";
   events = alice.take_events();
-  auto failures = events_of<FailureEvent>(events);
-  ASSERT_EQ(failures.size(), 1u);
-  EXPECT_EQ(failures[0].handle, h);
-  EXPECT_EQ(failures[0].error.code, Errc::no_session);
+  EXPECT_EQ(failures_of(events), (Failures{{h, Errc::no_session}}));
   // Whatever Bob still sends for the first run goes nowhere; no second run is served.
-  bob_events = bob.take_events();
-  EXPECT_TRUE(events_of<IncomingRequest>(bob_events).empty());
+  EXPECT_TRUE(take_events_of<IncomingRequest>(bob).empty());
   (void)bob.send_chunk(alice.id(), requests[0].id, 2, mesh.now);
   (void)bob.end_stream(alice.id(), requests[0].id, mesh.now);
   mesh.pump();
@@ -849,22 +829,10 @@ TEST_F(EndpointTest, NoSessionAfterAStreamStartedFailsInsteadOfSplicingTwoRuns) 
   EXPECT_EQ(alice.outstanding_count(), 0u);
 }
 
-TEST(EndpointPlaintextTest, ReorderOverflowOnAPlaintextStreamFailsItAndSendsCancel) {
-  const KeyPair alice_key = key_from_byte(1);
-  const KeyPair bob_key = key_from_byte(2);
-  EndpointOptions alice_options;
-  alice_options.plaintext_peers = {bob_key.agent_id()};
-  EndpointOptions bob_options;
-  bob_options.plaintext_peers = {alice_key.agent_id()};
-  Endpoint alice(alice_key, alice_options);
-  Endpoint bob(bob_key, bob_options);
-  Mesh mesh;
-  mesh.add(alice);
-  mesh.add(bob);
+TEST_F(EndpointPlaintextTest, ReorderOverflowOnAPlaintextStreamFailsItAndSendsCancel) {
   const auto h = alice.request(bob.id(), "count", 0, true, 5000, mesh.now);
   mesh.pump();
-  auto bob_events = bob.take_events();
-  auto requests = events_of<IncomingRequest>(bob_events);
+  auto requests = take_events_of<IncomingRequest>(bob);
   ASSERT_EQ(requests.size(), 1u);
   for (int i = 0; i <= 257; ++i) ASSERT_TRUE(bob.send_chunk(alice.id(), requests[0].id, i, mesh.now).ok());
   auto chunks = bob.take_outgoing();
@@ -873,18 +841,14 @@ TEST(EndpointPlaintextTest, ReorderOverflowOnAPlaintextStreamFailsItAndSendsCanc
   for (std::size_t i = 1; i < chunks.size(); ++i) alice.receive(chunks[i].frame, mesh.now);
   auto events = alice.take_events();
   EXPECT_TRUE(events_of<ChunkEvent>(events).empty());
-  auto failures = events_of<FailureEvent>(events);
-  ASSERT_EQ(failures.size(), 1u);
-  EXPECT_EQ(failures[0].handle, h);
-  EXPECT_EQ(failures[0].error.code, Errc::internal);
+  EXPECT_EQ(failures_of(events), (Failures{{h, Errc::internal}}));
   auto out = alice.take_outgoing();
   ASSERT_EQ(out.size(), 1u) << "a signed plaintext cancel";
   EXPECT_NE(out[0].frame.find("\"msg_type\":\"cancel\""), std::string::npos);
   EXPECT_EQ(out[0].frame.find("\"encrypted\""), std::string::npos);
   mesh.in_flight = out;
   mesh.pump();
-  bob_events = bob.take_events();
-  ASSERT_EQ(events_of<PeerCancelled>(bob_events).size(), 1u);
+  ASSERT_EQ(take_events_of<PeerCancelled>(bob).size(), 1u);
   EXPECT_EQ(bob.served_count(), 0u);
 }
 

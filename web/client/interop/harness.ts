@@ -14,11 +14,13 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { afterAll } from 'vitest';
 import WebSocket from 'ws';
 
 import { encodeBase64url } from '../src/base64url.js';
 import { randomBytes } from '../src/bytes.js';
 import { Identity } from '../src/identity.js';
+import { MeshAgent, type MeshAgentOptions, MeshClient, type MeshClientOptions } from '../src/mesh.js';
 import type { WebSocketConstructor } from '../src/relay_link.js';
 
 export const READY_TIMEOUT_MS = 15_000;
@@ -214,6 +216,8 @@ export interface Agent {
 export class Mesh {
   readonly dir = mkdtempSync(path.join(tmpdir(), 'agent-mesh-interop-'));
   readonly procs: Proc[] = [];
+  /** TypeScript clients and agents made by client()/agent(), closed first by close(). */
+  readonly endpoints: MeshClient[] = [];
   cpUrl = '';
   relayUrl = '';
   token = '';
@@ -250,6 +254,33 @@ export class Mesh {
     this.relayUrl = `ws://127.0.0.1:${port}/relay/ws`;
     const tokenFile = path.join(dataDir, 'bootstrap-token');
     this.token = await waitFor('the bootstrap token', () => existsSync(tokenFile) && readFileSync(tokenFile, 'utf8').trim());
+  }
+
+  /** Starts the server and registers `agents` (name → capabilities) in parallel. */
+  async startWithAgents<K extends string>(agents: Record<K, string[]>, serverArgs: string[] = []): Promise<Record<K, Agent>> {
+    await this.startServer(serverArgs);
+    const names = Object.keys(agents) as K[];
+    const registered = await Promise.all(names.map((name) => this.register(name, agents[name])));
+    return Object.fromEntries(names.map((name, i) => [name, registered[i]])) as Record<K, Agent>;
+  }
+
+  /** A TypeScript MeshClient for `agent` on this relay (over `ws`); close() closes it. */
+  client(agent: Agent, options: MeshClientOptions = {}): MeshClient {
+    const client = new MeshClient(agent.identity, { relayUrl: this.relayUrl, WebSocket: WS, ...options });
+    this.endpoints.push(client);
+    return client;
+  }
+
+  /** A TypeScript MeshAgent for `agent` on this relay (over `ws`); close() closes it. */
+  agent(agent: Agent, options: MeshAgentOptions = {}): MeshAgent {
+    const meshAgent = new MeshAgent(agent.identity, { relayUrl: this.relayUrl, WebSocket: WS, ...options });
+    this.endpoints.push(meshAgent);
+    return meshAgent;
+  }
+
+  /** Waits until every client and agent made here is online. */
+  async online(): Promise<void> {
+    await Promise.all(this.endpoints.map((endpoint) => endpoint.waitOnline()));
   }
 
   /** Runs agent-meshctl to its end; throws with its output on a non-zero exit. */
@@ -339,8 +370,17 @@ export class Mesh {
     return proc;
   }
 
+  /** Closes the TypeScript endpoints (in order), then stops every process. */
   async close(): Promise<void> {
+    for (const endpoint of this.endpoints) await endpoint.close();
     await Promise.all(this.procs.map((p) => p.kill()));
     if (process.env['AGENT_MESH_KEEP_TMP'] !== '1') rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** A Mesh for the enclosing describe block, closed after all its tests. */
+export function useMesh(): Mesh {
+  const mesh = new Mesh();
+  afterAll(() => mesh.close());
+  return mesh;
 }

@@ -1,17 +1,17 @@
 // The TypeScript client calls an agent behind the real agent-meshd, whose local agent is
 // scripts/echo_server.py: the request body reaches the local agent with `capability` inserted, SSE
 // streams become chunks, and a cancel closes the local HTTP connection (the echo server logs it).
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { beforeAll, describe, expect, test } from 'vitest';
 
 import { MeshError } from '../src/errors.js';
 import type { JsonValue } from '../src/ijson.js';
-import { MeshClient } from '../src/mesh.js';
-import { type Agent, Mesh, WS, missingBinaries, waitFor } from './harness.js';
+import type { MeshClient } from '../src/mesh.js';
+import { type Agent, missingBinaries, useMesh, waitFor } from './harness.js';
 
 const skip = missingBinaries(['server', 'meshctl', 'meshd']);
 
 describe.skipIf(skip !== undefined)('TypeScript client → agent-meshd + echo_server.py', () => {
-  const mesh = new Mesh();
+  const mesh = useMesh();
   let alice: Agent;
   let bob: Agent;
   let carol: Agent;
@@ -20,24 +20,13 @@ describe.skipIf(skip !== undefined)('TypeScript client → agent-meshd + echo_se
   let carolClient: MeshClient;
 
   beforeAll(async () => {
-    await mesh.startServer();
-    [alice, bob, carol] = await Promise.all([
-      mesh.register('alice', ['chat']),
-      mesh.register('bob', ['echo']),
-      mesh.register('carol', ['chat']),
-    ]);
+    ({ alice, bob, carol } = await mesh.startWithAgents({ alice: ['chat'], bob: ['echo'], carol: ['chat'] }));
     echo = await mesh.startEcho('bob');
     await mesh.startMeshd(bob, echo.url, [alice]);
-    client = new MeshClient(alice.identity, { relayUrl: mesh.relayUrl, WebSocket: WS, defaultTimeoutMs: 10_000 });
-    carolClient = new MeshClient(carol.identity, { relayUrl: mesh.relayUrl, WebSocket: WS, defaultTimeoutMs: 10_000 });
-    await Promise.all([client.waitOnline(), carolClient.waitOnline()]);
+    client = mesh.client(alice, { defaultTimeoutMs: 10_000 });
+    carolClient = mesh.client(carol, { defaultTimeoutMs: 10_000 });
+    await mesh.online();
   }, 30_000);
-
-  afterAll(async () => {
-    await client?.close();
-    await carolClient?.close();
-    await mesh.close();
-  });
 
   test('the seed walkthrough’s request, answered by the echo agent', async () => {
     const body = await client.request(bob.identity.agentId, 'echo', { message: 'hello from alice' });

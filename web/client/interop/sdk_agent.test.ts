@@ -2,18 +2,18 @@
 // sdk_peer serve) through the real agent-mesh-server: Noise IK sessions, requests, streams, errors,
 // the ACL, and cancellation that the C++ handler sees (by AbortSignal, by leaving `for await`, by
 // the deadline).
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { beforeAll, describe, expect, test } from 'vitest';
 
 import { MeshError } from '../src/errors.js';
 import type { JsonValue } from '../src/ijson.js';
-import { MeshClient } from '../src/mesh.js';
-import { type Agent, Mesh, type SdkPeer, WS, missingBinaries } from './harness.js';
+import type { MeshClient } from '../src/mesh.js';
+import { type Agent, type SdkPeer, missingBinaries, useMesh } from './harness.js';
 import { rejection } from '../test/thrown.js';
 
 const skip = missingBinaries(['server', 'meshctl', 'sdkPeer']);
 
 describe.skipIf(skip !== undefined)('TypeScript client → C++ MeshAgent', () => {
-  const mesh = new Mesh();
+  const mesh = useMesh();
   let alice: Agent;
   let bob: Agent;
   let carol: Agent;
@@ -22,23 +22,12 @@ describe.skipIf(skip !== undefined)('TypeScript client → C++ MeshAgent', () =>
   let carolClient: MeshClient;
 
   beforeAll(async () => {
-    await mesh.startServer();
-    [alice, bob, carol] = await Promise.all([
-      mesh.register('alice', ['chat']),
-      mesh.register('bob', ['echo', 'count', 'wait', 'fail']),
-      mesh.register('carol', ['chat']),
-    ]);
+    ({ alice, bob, carol } = await mesh.startWithAgents({ alice: ['chat'], bob: ['echo', 'count', 'wait', 'fail'], carol: ['chat'] }));
     peer = await mesh.sdkServe(bob, [alice]);
-    client = new MeshClient(alice.identity, { relayUrl: mesh.relayUrl, WebSocket: WS, defaultTimeoutMs: 10_000 });
-    carolClient = new MeshClient(carol.identity, { relayUrl: mesh.relayUrl, WebSocket: WS, defaultTimeoutMs: 10_000 });
-    await Promise.all([client.waitOnline(), carolClient.waitOnline()]);
+    client = mesh.client(alice, { defaultTimeoutMs: 10_000 });
+    carolClient = mesh.client(carol, { defaultTimeoutMs: 10_000 });
+    await mesh.online();
   }, 30_000);
-
-  afterAll(async () => {
-    await client?.close();
-    await carolClient?.close();
-    await mesh.close();
-  });
 
   test('an encrypted request and its response', async () => {
     const body = await client.request(bob.identity.agentId, 'echo', { message: 'hello from TypeScript', n: [1, 2.5, null] });

@@ -1,17 +1,16 @@
 // A C++ MeshClient (tests/interop/sdk_peer call) calls a TypeScript MeshAgent through the real
 // agent-mesh-server: the TypeScript side is the Noise responder, serves unary and streaming
 // handlers, and its handlers see the C++ caller's cancel (request and stream) through AbortSignal.
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { beforeAll, describe, expect, test } from 'vitest';
 
-import type { IncomingCall } from '../src/mesh.js';
-import { MeshAgent } from '../src/mesh.js';
+import type { IncomingCall, MeshAgent } from '../src/mesh.js';
 import { MeshError } from '../src/errors.js';
-import { type Agent, Mesh, type SdkPeer, WS, missingBinaries, waitFor } from './harness.js';
+import { type Agent, type SdkPeer, missingBinaries, useMesh, waitFor } from './harness.js';
 
 const skip = missingBinaries(['server', 'meshctl', 'sdkPeer']);
 
 describe.skipIf(skip !== undefined)('C++ MeshClient → TypeScript MeshAgent', () => {
-  const mesh = new Mesh();
+  const mesh = useMesh();
   let alice: Agent;
   let bob: Agent;
   let agent: MeshAgent;
@@ -26,11 +25,8 @@ describe.skipIf(skip !== undefined)('C++ MeshClient → TypeScript MeshAgent', (
   };
 
   beforeAll(async () => {
-    await mesh.startServer();
-    [alice, bob] = await Promise.all([mesh.register('alice', ['chat']), mesh.register('bob', ['echo', 'count', 'wait'])]);
-    agent = new MeshAgent(bob.identity, {
-      relayUrl: mesh.relayUrl,
-      WebSocket: WS,
+    ({ alice, bob } = await mesh.startWithAgents({ alice: ['chat'], bob: ['echo', 'count', 'wait'] }));
+    agent = mesh.agent(bob, {
       isAllowed: (from, capability) => from === alice.identity.agentId && capability !== 'private',
     });
     agent.handle('echo', (call) => {
@@ -51,14 +47,9 @@ describe.skipIf(skip !== undefined)('C++ MeshClient → TypeScript MeshAgent', (
       for (let i = 0; i < n; i++) yield { i };
       if (hold) await new Promise((resolve) => call.signal.addEventListener('abort', resolve));
     });
-    await agent.waitOnline();
+    await mesh.online();
     caller = await mesh.sdkCall(alice);
   }, 30_000);
-
-  afterAll(async () => {
-    await agent?.close();
-    await mesh.close();
-  });
 
   /** Sends a command to the C++ caller; returns its tag. */
   const send = (op: string, capability: string, body: unknown, extra: Record<string, unknown> = {}) => {

@@ -2,17 +2,17 @@
 // answers the client's {"type":"ping"} keepalives (browsers cannot send WebSocket pings), the link
 // stays up across several intervals, and requests, streams and cancellation work TypeScript to
 // TypeScript. A MeshClient (which serves nothing) refuses requests with acl_denied, as the C++ SDK does.
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { beforeAll, describe, expect, test } from 'vitest';
 
 import { MeshError } from '../src/errors.js';
 import type { JsonValue } from '../src/ijson.js';
-import { type LinkStatus, MeshAgent, MeshClient } from '../src/mesh.js';
-import { type Agent, Mesh, WS, missingBinaries, waitFor } from './harness.js';
+import type { LinkStatus, MeshAgent, MeshClient } from '../src/mesh.js';
+import { type Agent, missingBinaries, useMesh, waitFor } from './harness.js';
 
 const skip = missingBinaries(['server', 'meshctl']);
 
 describe.skipIf(skip !== undefined)('TypeScript agent ↔ TypeScript client through agent-mesh-server', () => {
-  const mesh = new Mesh();
+  const mesh = useMesh();
   let alice: Agent;
   let bob: Agent;
   let agent: MeshAgent;
@@ -22,9 +22,8 @@ describe.skipIf(skip !== undefined)('TypeScript agent ↔ TypeScript client thro
   const aborted: unknown[] = [];
 
   beforeAll(async () => {
-    await mesh.startServer(['--heartbeat-ms', '500']);
-    [alice, bob] = await Promise.all([mesh.register('alice', ['chat']), mesh.register('bob', ['echo'])]);
-    agent = new MeshAgent(bob.identity, { relayUrl: mesh.relayUrl, WebSocket: WS, isAllowed: (from) => from === alice.identity.agentId });
+    ({ alice, bob } = await mesh.startWithAgents({ alice: ['chat'], bob: ['echo'] }, ['--heartbeat-ms', '500']));
+    agent = mesh.agent(bob, { isAllowed: (from) => from === alice.identity.agentId });
     agent.handle('echo', (call) => ({ echo: call.body }));
     agent.handleStream('count', async function* (call) {
       for (let i = 0; i < (call.body as number); i++) yield i;
@@ -33,22 +32,14 @@ describe.skipIf(skip !== undefined)('TypeScript agent ↔ TypeScript client thro
       aborted.push(call.signal.reason);
       reject(call.signal.reason);
     })));
-    client = new MeshClient(alice.identity, {
-      relayUrl: mesh.relayUrl,
-      WebSocket: WS,
+    client = mesh.client(alice, {
       onStatus: (s) => statuses.push(s),
       onLog: (_level, event) => {
         if (event === 'relay.pong') pongs.push(event);
       },
     });
-    await Promise.all([agent.waitOnline(), client.waitOnline()]);
+    await mesh.online();
   }, 30_000);
-
-  afterAll(async () => {
-    await client?.close();
-    await agent?.close();
-    await mesh.close();
-  });
 
   test('requests and streams', async () => {
     expect(await client.request(bob.identity.agentId, 'echo', { hi: 1 })).toEqual({ echo: { hi: 1 } });

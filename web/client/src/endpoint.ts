@@ -39,6 +39,7 @@ import { type Identity, isValidAgentId } from './identity.js';
 import { type JsonObject, type JsonValue, MAX_SAFE_INTEGER, parseIJson } from './ijson.js';
 import { canonicalBytes, canonicalize } from './jcs.js';
 import { type RateLimit, RateLimiter } from './rate_limit.js';
+import { withDefaults } from './options.js';
 import {
   type EnvelopeHeader,
   MESSAGE1_MAX_PAYLOAD,
@@ -369,17 +370,7 @@ export class Endpoint {
 
   constructor(identity: Identity, options: EndpointOptions = {}) {
     this.identity = identity;
-    this.#options = {
-      maxAgeMs: options.maxAgeMs ?? DEFAULTS.maxAgeMs,
-      maxFutureMs: options.maxFutureMs ?? DEFAULTS.maxFutureMs,
-      maxEnvelopeBytes: options.maxEnvelopeBytes ?? DEFAULTS.maxEnvelopeBytes,
-      defaultTimeoutMs: options.defaultTimeoutMs ?? DEFAULTS.defaultTimeoutMs,
-      maxPendingChunks: options.maxPendingChunks ?? DEFAULTS.maxPendingChunks,
-      maxPendingChunkBytes: options.maxPendingChunkBytes ?? DEFAULTS.maxPendingChunkBytes,
-      maxEarlyReplyBytes: options.maxEarlyReplyBytes ?? DEFAULTS.maxEarlyReplyBytes,
-      maxOutstandingRequests: options.maxOutstandingRequests ?? DEFAULTS.maxOutstandingRequests,
-      maxServedRequests: options.maxServedRequests ?? DEFAULTS.maxServedRequests,
-    };
+    this.#options = withDefaults(options, DEFAULTS);
     this.sessions = new SessionTable(options.sessions);
     this.#plaintextPeers = new Set(options.plaintextPeers ?? []);
     this.#newId = options.newId ?? newUuidV4;
@@ -1272,6 +1263,16 @@ export class Endpoint {
     this.#onPlaintextError(envelope, nowMs);
   }
 
+  /** The body of a plaintext error envelope, or undefined (dropped) when it does not parse. */
+  #plaintextErrorBody(envelope: Envelope): Body | undefined {
+    try {
+      return parseBody('error', envelope.payload);
+    } catch {
+      this.#drop('plaintext error with an invalid body');
+      return undefined;
+    }
+  }
+
   #onPlaintextError(envelope: Envelope, nowMs: number): void {
     const inReplyTo = envelope.in_reply_to!;
     const handle = this.#byWireId.get(inReplyTo);
@@ -1279,14 +1280,8 @@ export class Endpoint {
     if (step1Peer !== undefined && step1Peer === envelope.from) {
       // The peer refused a step 1 that carried no request: as an undeliverable one, every request
       // waiting on it fails with the peer's error.
-      let body: Body;
-      try {
-        body = parseBody('error', envelope.payload);
-      } catch {
-        this.#drop('plaintext error with an invalid body');
-        return;
-      }
-      if (body.msg_type === 'error') this.#failWaiting(step1Peer, errorFromBody(body.body));
+      const body = this.#plaintextErrorBody(envelope);
+      if (body?.msg_type === 'error') this.#failWaiting(step1Peer, errorFromBody(body.body));
       return;
     }
     const o = handle === undefined ? undefined : this.#outstanding.get(handle);
@@ -1294,14 +1289,8 @@ export class Endpoint {
       this.#drop('plaintext error for no outstanding request');
       return;
     }
-    let body: Body;
-    try {
-      body = parseBody('error', envelope.payload);
-    } catch {
-      this.#drop('plaintext error with an invalid body');
-      return;
-    }
-    if (body.msg_type !== 'error') return;
+    const body = this.#plaintextErrorBody(envelope);
+    if (body?.msg_type !== 'error') return;
     if (o.cancelWhenSent) {
       this.#finish(handle);
       return;

@@ -38,6 +38,7 @@ import {
 } from './frames.js';
 import type { Identity } from './identity.js';
 import { type JsonValue, isJsonObject, parseIJson } from './ijson.js';
+import { withDefaults } from './options.js';
 import { isUuidV4 } from './uuid.js';
 
 /** The part of the WebSocket API the link uses (browsers, Deno, Node ≥ 22, the `ws` package). */
@@ -215,16 +216,7 @@ export class RelayLink {
     }
     this.#WebSocket = WebSocketImpl;
     this.#random = options.random ?? Math.random;
-    this.#options = {
-      ...options,
-      connectTimeoutMs: options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
-      reconnectInitialMs: options.reconnectInitialMs ?? DEFAULTS.reconnectInitialMs,
-      reconnectMaxMs: options.reconnectMaxMs ?? DEFAULTS.reconnectMaxMs,
-      maxFrameBytes: options.maxFrameBytes ?? DEFAULTS.maxFrameBytes,
-      maxQueuedFrames: options.maxQueuedFrames ?? DEFAULTS.maxQueuedFrames,
-      maxQueuedBytes: options.maxQueuedBytes ?? DEFAULTS.maxQueuedBytes,
-      drainBufferedBytes: options.drainBufferedBytes ?? DEFAULTS.drainBufferedBytes,
-    };
+    this.#options = { ...options, ...withDefaults(options, DEFAULTS) };
   }
 
   /** True between a welcome and the end of that connection. */

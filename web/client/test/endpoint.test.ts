@@ -67,6 +67,13 @@ class Net {
     this.collect();
   }
 
+  /** Delivers the frames on the wire now (one hop); returns them. */
+  step(): OutgoingFrame[] {
+    const frames = this.take();
+    this.deliver(frames);
+    return frames;
+  }
+
   /** Delivers until the wire is empty. */
   settle(): void {
     for (let rounds = 0; rounds < 100; rounds++) {
@@ -101,12 +108,13 @@ function envelopeOf(frame: OutgoingFrame): Envelope {
   return parseEnvelope(frame.frame, frame.to).envelope;
 }
 
-function pair(options: EndpointOptions = {}) {
+function pair(aliceOptions: EndpointOptions = {}, bobOptions: EndpointOptions = aliceOptions) {
   const net = new Net();
-  const alice = net.add(aliceId, options);
-  const bob = net.add(bobId, options);
+  const alice = net.add(aliceId, aliceOptions);
+  const bob = net.add(bobId, bobOptions);
   return { net, alice, bob };
 }
+type Pair = ReturnType<typeof pair>;
 
 /** Bob answers every incoming request: echo for unary, `n` chunks for streams. */
 function serveAll(net: Net, bob: Endpoint, chunks = 3): IncomingRequestEvent[] {
@@ -120,6 +128,53 @@ function serveAll(net: Net, bob: Endpoint, chunks = 3): IncomingRequestEvent[] {
     }
   }
   return incoming;
+}
+
+/** Settles, lets Bob answer every request (serveAll), settles again; returns what Bob served. */
+function serveRound(net: Net, bob: Endpoint, chunks = 3): IncomingRequestEvent[] {
+  net.settle();
+  const incoming = serveAll(net, bob, chunks);
+  net.settle();
+  return incoming;
+}
+
+/** A pair in which Alice already has a session with Bob (one echo round trip, its events drained). */
+function warmPair(options: EndpointOptions = {}): Pair {
+  const ctx = pair(options);
+  ctx.alice.request(bobId.agentId, 'echo', 0, {}, ctx.net.now);
+  serveRound(ctx.net, ctx.bob);
+  ctx.net.drain(aliceId);
+  return ctx;
+}
+
+/** Alice's request, delivered (handshake and all): its handle and what Bob received. */
+function requestToBob({ net, alice }: Pair, capability: string, body: JsonValue, options: Parameters<Endpoint['request']>[3] = {}) {
+  const handle = alice.request(bobId.agentId, capability, body, options, net.now);
+  net.settle();
+  const [request] = only(net.drain(bobId), 'incoming');
+  return { handle, request: request! };
+}
+
+/** A cold echo request whose reply reaches Alice before Bob's step 2 does; returns its handle. */
+function replyOvertakingStep2({ net, alice, bob }: Pair, body: JsonValue): number {
+  const handle = alice.request(bobId.agentId, 'echo', body, {}, net.now);
+  net.step();
+  serveAll(net, bob);
+  const [step2, reply] = net.take();
+  net.deliver([reply!, step2!]);
+  return handle;
+}
+
+/** A signed plaintext envelope from `from` to `to`, with a fresh id (what a peer, or a hostile test, writes by hand). */
+function signedFrame(from: Identity, to: Identity, fields: Pick<Envelope, 'msg_type' | 'in_reply_to' | 'timestamp' | 'payload'>): string {
+  return serializeEnvelope(signEnvelope({ id: newUuidV4(), from: from.agentId, to: to.agentId, ...fields }, from));
+}
+
+/** The step 1 a fresh endpoint of `identity` sends for a cold request to Bob. */
+function coldStep1ToBob(identity: Identity): string {
+  const initiator = new Endpoint(identity);
+  initiator.request(bobId.agentId, 'echo', {}, {}, T0);
+  return initiator.takeOutgoing()[0]!.frame;
 }
 
 describe('requests', () => {
@@ -156,9 +211,7 @@ describe('requests', () => {
   test('warm requests reuse the session the sender initiated', () => {
     const { net, alice, bob } = pair();
     alice.request(bobId.agentId, 'echo', 1, {}, net.now);
-    net.settle();
-    serveAll(net, bob);
-    net.settle();
+    serveRound(net, bob);
     const handle = alice.request(bobId.agentId, 'echo', 2, {}, net.now);
     const frames = net.take();
     expect(frames).toHaveLength(1);
@@ -179,7 +232,7 @@ describe('requests', () => {
     const first = net.take();
     expect(first).toHaveLength(1);
     net.deliver(first); // step 1 → bob
-    net.deliver(net.take()); // step 2 → alice, who now seals the other two
+    net.step(); // step 2 → alice, who now seals the other two
     const sealed = net.take();
     expect(sealed.map((f) => envelopeOf(f).msg_type)).toEqual(['request', 'request']);
     net.deliver(sealed);
@@ -241,11 +294,10 @@ describe('requests', () => {
   });
 
   test('error replies carry the code, message and retry_after_ms', () => {
-    const { net, alice, bob } = pair();
-    const handle = alice.request(bobId.agentId, 'echo', {}, {}, net.now);
-    net.settle();
-    const [request] = only(net.drain(bobId), 'incoming');
-    bob.respondError(request!.from, request!.id, 'rate_limited', 'slow down', net.now, 250);
+    const ctx = pair();
+    const { net, bob } = ctx;
+    const { handle, request } = requestToBob(ctx, 'echo', {});
+    bob.respondError(request.from, request.id, 'rate_limited', 'slow down', net.now, 250);
     net.settle();
     const [failure] = only(net.drain(aliceId), 'failure');
     expect(failure!.handle).toBe(handle);
@@ -253,11 +305,10 @@ describe('requests', () => {
   });
 
   test('a reply too large for one envelope becomes too_large for both sides', () => {
-    const { net, alice, bob } = pair({ maxEnvelopeBytes: 4096 });
-    alice.request(bobId.agentId, 'echo', {}, {}, net.now);
-    net.settle();
-    const [request] = only(net.drain(bobId), 'incoming');
-    expect(() => bob.respond(request!.from, request!.id, 'y'.repeat(5000), net.now)).toThrow(
+    const ctx = pair({ maxEnvelopeBytes: 4096 });
+    const { net, bob } = ctx;
+    const { request } = requestToBob(ctx, 'echo', {});
+    expect(() => bob.respond(request.from, request.id, 'y'.repeat(5000), net.now)).toThrow(
       expect.objectContaining({ code: 'too_large' }),
     );
     net.settle();
@@ -267,13 +318,12 @@ describe('requests', () => {
 
 describe('streams', () => {
   test('chunks are delivered in seq order whatever the arrival order, then the end', () => {
-    const { net, alice, bob } = pair();
-    const handle = alice.request(bobId.agentId, 'count', {}, { stream: true }, net.now);
-    net.settle();
-    const [request] = only(net.drain(bobId), 'incoming');
-    expect(request!.stream).toBe(true);
-    for (let i = 0; i < 10; i++) bob.sendChunk(request!.from, request!.id, i, net.now);
-    bob.endStream(request!.from, request!.id, net.now);
+    const ctx = pair();
+    const { net, bob } = ctx;
+    const { handle, request } = requestToBob(ctx, 'count', {}, { stream: true });
+    expect(request.stream).toBe(true);
+    for (let i = 0; i < 10; i++) bob.sendChunk(request.from, request.id, i, net.now);
+    bob.endStream(request.from, request.id, net.now);
     const frames = net.take();
     net.deliver([...frames].reverse());
     const events = net.drain(aliceId);
@@ -282,11 +332,10 @@ describe('streams', () => {
   });
 
   test('more than 256 chunks waiting for a gap fail the stream with internal and send cancel', () => {
-    const { net, alice, bob } = pair();
-    alice.request(bobId.agentId, 'count', {}, { stream: true }, net.now);
-    net.settle();
-    const [request] = only(net.drain(bobId), 'incoming');
-    for (let i = 0; i < 258; i++) bob.sendChunk(request!.from, request!.id, i, net.now);
+    const ctx = pair();
+    const { net, bob } = ctx;
+    const { request } = requestToBob(ctx, 'count', {}, { stream: true });
+    for (let i = 0; i < 258; i++) bob.sendChunk(request.from, request.id, i, net.now);
     const frames = net.take();
     net.deliver(frames.slice(1)); // chunk 0 is lost
     const [failure] = only(net.drain(aliceId), 'failure');
@@ -322,20 +371,14 @@ describe('streams', () => {
 
 describe('cancellation and deadlines', () => {
   test('cancel on a warm request: reported at once, the peer is told, later replies are refused', () => {
-    const { net, alice, bob } = pair();
-    alice.request(bobId.agentId, 'echo', 0, {}, net.now);
-    net.settle();
-    serveAll(net, bob);
-    net.settle();
-    net.drain(aliceId);
-    const handle = alice.request(bobId.agentId, 'wait', {}, {}, net.now);
-    net.settle();
-    const [request] = only(net.drain(bobId), 'incoming');
+    const ctx = warmPair();
+    const { net, alice, bob } = ctx;
+    const { handle, request } = requestToBob(ctx, 'wait', {});
     alice.cancel(handle, net.now);
     expect(net.drain(aliceId)).toEqual([{ type: 'failure', handle, error: expect.objectContaining({ code: 'cancelled' }) }]);
     net.settle();
-    expect(net.drain(bobId)).toEqual([{ type: 'peer_cancelled', from: aliceId.agentId, id: request!.id }]);
-    expect(() => bob.respond(aliceId.agentId, request!.id, 'late', net.now)).toThrow(expect.objectContaining({ code: 'cancelled' }));
+    expect(net.drain(bobId)).toEqual([{ type: 'peer_cancelled', from: aliceId.agentId, id: request.id }]);
+    expect(() => bob.respond(aliceId.agentId, request.id, 'late', net.now)).toThrow(expect.objectContaining({ code: 'cancelled' }));
   });
 
   test('cancel during the handshake: the cancel follows once message 2 has arrived', () => {
@@ -343,9 +386,9 @@ describe('cancellation and deadlines', () => {
     const handle = alice.request(bobId.agentId, 'wait', {}, {}, net.now);
     alice.cancel(handle, net.now);
     expect(only(net.drain(aliceId), 'failure')[0]!.error.code).toBe('cancelled');
-    net.deliver(net.take()); // step 1: bob starts serving
+    net.step(); // step 1: bob starts serving
     const [request] = only(net.drain(bobId), 'incoming');
-    net.deliver(net.take()); // step 2: alice seals the cancel
+    net.step(); // step 2: alice seals the cancel
     const cancel = net.take();
     expect(cancel.map((f) => envelopeOf(f).msg_type)).toEqual(['cancel']);
     net.deliver(cancel);
@@ -371,12 +414,7 @@ describe('cancellation and deadlines', () => {
   });
 
   test('timeout of a warm request: the late reply is decrypted (counters stay in step) and dropped', () => {
-    const { net, alice, bob } = pair();
-    alice.request(bobId.agentId, 'echo', 0, {}, net.now);
-    net.settle();
-    serveAll(net, bob);
-    net.settle();
-    net.drain(aliceId);
+    const { net, alice, bob } = warmPair();
     const handle = alice.request(bobId.agentId, 'echo', 1, { timeoutMs: 100 }, net.now);
     net.settle();
     net.tick(100);
@@ -407,12 +445,7 @@ describe('cancellation and deadlines', () => {
 
 describe('no_session and the retry', () => {
   test('a responder that lost its sessions answers no_session; the requester re-handshakes and retries once', () => {
-    const { net, alice, bob } = pair();
-    alice.request(bobId.agentId, 'echo', 0, {}, net.now);
-    net.settle();
-    serveAll(net, bob);
-    net.settle();
-    net.drain(aliceId);
+    const { net, alice } = warmPair();
     // Bob restarts: a new engine, no sessions.
     const bob2 = net.add(bobId);
     const handle = alice.request(bobId.agentId, 'echo', 'again', {}, net.now);
@@ -431,37 +464,25 @@ describe('no_session and the retry', () => {
     expect(retried.msg_type).toBe('handshake');
     expect(retried.id).not.toBe(firstId);
     net.deliver([retry!]);
-    serveAll(net, bob2);
-    net.settle();
+    serveRound(net, bob2);
     expect(only(net.drain(aliceId), 'response')).toEqual([{ type: 'response', handle, body: { echo: 'again' }, encrypted: true }]);
   });
 
   test('a no_session for the retry is reported to the caller', () => {
-    const { net, alice, bob } = pair();
-    alice.request(bobId.agentId, 'echo', 0, {}, net.now);
-    net.settle();
-    serveAll(net, bob);
-    net.settle();
-    net.drain(aliceId);
+    const { net, alice } = warmPair();
     const bob2 = net.add(bobId);
     const handle = alice.request(bobId.agentId, 'echo', 1, {}, net.now);
-    net.deliver(net.take()); // warm request → bob2: no_session
-    net.deliver(net.take()); // no_session → alice: retry as a handshake
+    net.step(); // warm request → bob2: no_session
+    net.step(); // no_session → alice: retry as a handshake
     const [retry] = net.take();
     // A signed no_session for the retry (as a copying relay could provoke): reported, not retried.
-    const forged = signEnvelope(
-      {
-        id: newUuidV4(),
-        from: bobId.agentId,
-        to: aliceId.agentId,
-        msg_type: 'error',
-        in_reply_to: envelopeOf(retry!).id,
-        timestamp: net.now,
-        payload: { code: 'no_session', message: 'again' },
-      },
-      bobId,
-    );
-    alice.receive(serializeEnvelope(forged), net.now);
+    const forged = signedFrame(bobId, aliceId, {
+      msg_type: 'error',
+      in_reply_to: envelopeOf(retry!).id,
+      timestamp: net.now,
+      payload: { code: 'no_session', message: 'again' },
+    });
+    alice.receive(forged, net.now);
     expect(only(net.drain(aliceId), 'failure')).toEqual([{ type: 'failure', handle, error: expect.objectContaining({ code: 'no_session' }) }]);
     expect(alice.stats.retries).toBe(1);
     void bob2;
@@ -486,29 +507,15 @@ describe('relay answers and reordering', () => {
   });
 
   test('a reply that overtakes step 2 is held and processed once step 2 lands', () => {
-    const { net, alice, bob } = pair();
-    const handle = alice.request(bobId.agentId, 'echo', 'early', {}, net.now);
-    net.deliver(net.take());
-    serveAll(net, bob);
-    const [step2, reply] = net.take();
-    net.deliver([reply!, step2!]);
-    expect(only(net.drain(aliceId), 'response')).toEqual([{ type: 'response', handle, body: { echo: 'early' }, encrypted: true }]);
+    const ctx = pair();
+    const handle = replyOvertakingStep2(ctx, 'early');
+    expect(only(ctx.net.drain(aliceId), 'response')).toEqual([{ type: 'response', handle, body: { echo: 'early' }, encrypted: true }]);
   });
 });
 
 describe('hostile input', () => {
-  function warm() {
-    const ctx = pair();
-    ctx.alice.request(bobId.agentId, 'echo', 0, {}, ctx.net.now);
-    ctx.net.settle();
-    serveAll(ctx.net, ctx.bob);
-    ctx.net.settle();
-    ctx.net.drain(aliceId);
-    return ctx;
-  }
-
   test('a tampered header fails the AEAD and is dropped without an answer', () => {
-    const { net, alice, bob } = warm();
+    const { net, alice, bob } = warmPair();
     alice.request(bobId.agentId, 'echo', 1, {}, net.now);
     const [frame] = net.take();
     const object = JSON.parse(frame!.frame) as JsonObject;
@@ -528,7 +535,7 @@ describe('hostile input', () => {
   });
 
   test('a replayed transport envelope is dropped by the counter window', () => {
-    const { net, alice, bob } = warm();
+    const { net, alice, bob } = warmPair();
     alice.request(bobId.agentId, 'echo', 1, {}, net.now);
     const [frame] = net.take();
     net.deliver([frame!, frame!]);
@@ -537,7 +544,7 @@ describe('hostile input', () => {
   });
 
   test('a reply on the wrong session, and a request on a session the receiver initiated, are dropped', () => {
-    const { net, alice, bob } = warm();
+    const { net, alice, bob } = warmPair();
     // Bob initiates his own session with alice too.
     bob.request(aliceId.agentId, 'echo', 'b', {}, net.now);
     net.settle();
@@ -608,31 +615,22 @@ describe('hostile input', () => {
     alice.request(bobId.agentId, 'echo', 1, { timeoutMs: 1000 }, net.now);
     const [step1] = net.take();
     // Carol answers alice's step 1 as if she were bob (she cannot decrypt it; she fakes a step 2).
-    const fake = signEnvelope(
-      {
-        id: newUuidV4(),
-        from: carolId.agentId,
-        to: aliceId.agentId,
-        msg_type: 'handshake',
-        in_reply_to: envelopeOf(step1!).id,
-        timestamp: net.now,
-        payload: { step: 2, noise: 'AAAA' },
-      },
-      carolId,
-    );
-    alice.receive(serializeEnvelope(fake), net.now);
+    const fake = signedFrame(carolId, aliceId, {
+      msg_type: 'handshake',
+      in_reply_to: envelopeOf(step1!).id,
+      timestamp: net.now,
+      payload: { step: 2, noise: 'AAAA' },
+    });
+    alice.receive(fake, net.now);
     expect(alice.stats.dropped.get('handshake step 2 for no pending handshake')).toBe(1);
     expect(alice.sessions.pending(bobId.agentId)).toBeDefined();
     void carol;
   });
 
   test('plaintext from a peer not configured for it is dropped; an invalid body is answered bad_request', () => {
-    const { net, alice, bob } = warm();
-    const plain = signEnvelope(
-      { id: newUuidV4(), from: aliceId.agentId, to: bobId.agentId, msg_type: 'request', timestamp: net.now, payload: { capability: 'echo', body: 1 } },
-      aliceId,
-    );
-    bob.receive(serializeEnvelope(plain), net.now);
+    const { net, alice, bob } = warmPair();
+    const plain = signedFrame(aliceId, bobId, { msg_type: 'request', timestamp: net.now, payload: { capability: 'echo', body: 1 } });
+    bob.receive(plain, net.now);
     expect(bob.stats.dropped.get('plaintext envelope from a peer not configured for plaintext')).toBe(1);
     // An encrypted request whose body has an unknown member.
     const session = alice.sessions.sessionForNewRequests(bobId.agentId, net.now)!;
@@ -650,9 +648,7 @@ describe('hostile input', () => {
 
 describe('plaintext peers', () => {
   test('configured on both ends: signed plaintext requests, replies and cancels', () => {
-    const net = new Net();
-    const alice = net.add(aliceId, { plaintextPeers: [bobId.agentId] });
-    const bob = net.add(bobId, { plaintextPeers: [aliceId.agentId] });
+    const { net, alice, bob } = pair({ plaintextPeers: [bobId.agentId] }, { plaintextPeers: [aliceId.agentId] });
     const handle = alice.request(bobId.agentId, 'echo', 'clear', {}, net.now);
     const [frame] = net.take();
     const envelope = envelopeOf(frame!);
@@ -674,20 +670,14 @@ describe('plaintext peers', () => {
   });
 
   test('a plaintext reply to an encrypted request is dropped', () => {
-    const net = new Net();
-    const alice = net.add(aliceId); // alice encrypts
-    const bob = net.add(bobId, { plaintextPeers: [aliceId.agentId] });
-    alice.request(bobId.agentId, 'echo', 1, {}, net.now);
-    net.settle();
-    const [request] = only(net.drain(bobId), 'incoming');
-    expect(request!.encrypted).toBe(true); // encrypted requests from a plaintext peer are served
-    const forged = signEnvelope(
-      { id: newUuidV4(), from: bobId.agentId, to: aliceId.agentId, msg_type: 'response', in_reply_to: request!.id, timestamp: net.now, payload: { body: 'clear' } },
-      bobId,
-    );
-    alice.receive(serializeEnvelope(forged), net.now);
+    const ctx = pair({}, { plaintextPeers: [aliceId.agentId] }); // alice encrypts
+    const { net, alice, bob } = ctx;
+    const { request } = requestToBob(ctx, 'echo', 1);
+    expect(request.encrypted).toBe(true); // encrypted requests from a plaintext peer are served
+    const forged = signedFrame(bobId, aliceId, { msg_type: 'response', in_reply_to: request.id, timestamp: net.now, payload: { body: 'clear' } });
+    alice.receive(forged, net.now);
     expect(alice.stats.dropped.get('plaintext envelope from a peer not configured for plaintext')).toBe(1);
-    bob.respond(request!.from, request!.id, 'sealed', net.now);
+    bob.respond(request.from, request.id, 'sealed', net.now);
     net.settle();
     expect(only(net.drain(aliceId), 'response')[0]).toMatchObject({ body: 'sealed', encrypted: true });
   });
@@ -748,20 +738,12 @@ describe('ik-handshake.json receiver checks at the endpoint', () => {
 
 /** A signed plaintext `error` from `from` answering `inReplyTo` (what a peer, or a copying relay, can provoke). */
 function signedError(from: Identity, to: Identity, inReplyTo: string, now: number, code: string, retryAfterMs?: number): string {
-  return serializeEnvelope(
-    signEnvelope(
-      {
-        id: newUuidV4(),
-        from: from.agentId,
-        to: to.agentId,
-        msg_type: 'error',
-        in_reply_to: inReplyTo,
-        timestamp: now,
-        payload: { code, message: 'refused', ...(retryAfterMs !== undefined ? { retry_after_ms: retryAfterMs } : {}) },
-      },
-      from,
-    ),
-  );
+  return signedFrame(from, to, {
+    msg_type: 'error',
+    in_reply_to: inReplyTo,
+    timestamp: now,
+    payload: { code, message: 'refused', ...(retryAfterMs !== undefined ? { retry_after_ms: retryAfterMs } : {}) },
+  });
 }
 
 const tooBigForMessage1 = { text: 'x'.repeat(70_000) };
@@ -783,8 +765,7 @@ describe('pending handshakes never block a peer', () => {
     const frames = net.take();
     expect(frames.map((f) => envelopeOf(f).msg_type)).toEqual(['handshake']);
     net.deliver(frames);
-    serveAll(net, bob);
-    net.settle();
+    serveRound(net, bob);
     expect(only(net.drain(aliceId), 'response')).toEqual([{ type: 'response', handle: next, body: { echo: 'next' }, encrypted: true }]);
   });
 
@@ -890,24 +871,19 @@ describe('pending handshakes never block a peer', () => {
 
 describe('no_session after a stream has started', () => {
   test('the stream fails with no_session instead of splicing a second run onto the first', () => {
-    const { net, alice, bob } = pair();
-    alice.request(bobId.agentId, 'echo', 0, {}, net.now);
-    net.settle();
-    serveAll(net, bob);
-    net.settle();
-    net.drain(aliceId);
+    const { net, alice, bob } = warmPair();
     const handle = alice.request(bobId.agentId, 'count', {}, { stream: true, timeoutMs: 50_000 }, net.now);
     const [request] = net.take();
     net.deliver([request!]);
     const [incoming] = only(net.drain(bobId), 'incoming');
     bob.sendChunk(aliceId.agentId, incoming!.id, 'run1-chunk0', net.now);
     bob.sendChunk(aliceId.agentId, incoming!.id, 'run1-chunk1', net.now);
-    net.deliver(net.take());
+    net.step();
     // A copying relay replays the request under a made-up sid: bob answers a genuine no_session.
     const copy = JSON.parse(request!.frame) as JsonObject;
     copy['sid'] = 'BwcHBwcHBwcHBwcHBwcHBw';
     bob.receive(JSON.stringify(copy), net.now);
-    net.deliver(net.take());
+    net.step();
     expect(net.drain(aliceId).map((e) => (e.type === 'chunk' ? e.body : e.type === 'failure' ? e.error.code : e.type))).toEqual([
       'run1-chunk0',
       'run1-chunk1',
@@ -922,12 +898,7 @@ describe('no_session after a stream has started', () => {
   });
 
   test('a stream whose reply has not started is still retried once, from the first chunk', () => {
-    const { net, alice, bob } = pair();
-    alice.request(bobId.agentId, 'echo', 0, {}, net.now);
-    net.settle();
-    serveAll(net, bob);
-    net.settle();
-    net.drain(aliceId);
+    const { net, alice } = warmPair();
     const bob2 = net.add(bobId); // restarted: no sessions
     const handle = alice.request(bobId.agentId, 'count', {}, { stream: true }, net.now);
     net.settle();
@@ -958,9 +929,7 @@ describe('timeouts the engine cannot carry are refused at once', () => {
     // The largest one that still fits is fine, and so is the next ordinary request.
     alice.request(bobId.agentId, 'echo', 'edge', { timeoutMs: Number.MAX_SAFE_INTEGER - net.now }, net.now);
     const ok = alice.request(bobId.agentId, 'echo', 'ok', { timeoutMs: 1000 }, net.now);
-    net.settle();
-    serveAll(net, bob);
-    net.settle();
+    serveRound(net, bob);
     expect(only(net.drain(aliceId), 'response').map((e) => e.handle)).toContain(ok);
   });
 
@@ -984,14 +953,13 @@ describe('values a receiver would refuse are refused before sending', () => {
   });
 
   test('replies with no JSON form throw bad_request and send nothing; the request can still be answered', () => {
-    const { net, alice, bob } = pair();
-    const handle = alice.request(bobId.agentId, 'echo', {}, {}, net.now);
-    net.settle();
-    const [request] = only(net.drain(bobId), 'incoming');
-    expect(() => bob.respond(aliceId.agentId, request!.id, { y: 1e20 }, net.now)).toThrow(/not JSON/);
-    expect(() => bob.respond(aliceId.agentId, request!.id, new Set([1]) as unknown as JsonValue, net.now)).toThrow(/not JSON/);
+    const ctx = pair();
+    const { net, bob } = ctx;
+    const { handle, request } = requestToBob(ctx, 'echo', {});
+    expect(() => bob.respond(aliceId.agentId, request.id, { y: 1e20 }, net.now)).toThrow(/not JSON/);
+    expect(() => bob.respond(aliceId.agentId, request.id, new Set([1]) as unknown as JsonValue, net.now)).toThrow(/not JSON/);
     expect(net.take()).toEqual([]);
-    bob.respondError(aliceId.agentId, request!.id, 'internal', 'no JSON form', net.now);
+    bob.respondError(aliceId.agentId, request.id, 'internal', 'no JSON form', net.now);
     net.settle();
     expect(only(net.drain(aliceId), 'failure')).toEqual([{ type: 'failure', handle, error: expect.objectContaining({ code: 'internal' }) }]);
   });
@@ -1024,11 +992,7 @@ describe('work a peer can make us do is rationed before any crypto', () => {
 
   test('step 1s: genuine ones past the per-peer and the global bucket are dropped unanswered', () => {
     const bob = new Endpoint(bobId, { handshakeRate: { perPeerBurst: 2, perPeerPerSecond: 1, globalBurst: 3, globalPerSecond: 1 } });
-    const step1 = (identity: Identity) => {
-      const initiator = new Endpoint(identity);
-      initiator.request(bobId.agentId, 'echo', {}, {}, T0);
-      return initiator.takeOutgoing()[0]!.frame;
-    };
+    const step1 = coldStep1ToBob;
     for (let i = 0; i < 3; i++) bob.receive(step1(aliceId), T0);
     expect(bob.stats.handshakesAccepted).toBe(2);
     expect(bob.stats.dropped.get('handshake step 1 rate limited')).toBe(1);
@@ -1042,15 +1006,10 @@ describe('work a peer can make us do is rationed before any crypto', () => {
   });
 
   test('no_session answers are rationed per peer', () => {
-    const { net, alice, bob } = pair();
-    alice.request(bobId.agentId, 'echo', 0, {}, net.now);
-    net.settle();
-    serveAll(net, bob);
-    net.settle();
-    net.drain(aliceId);
+    const { net, alice } = warmPair();
     const bob2 = net.add(bobId, { noSessionRate: { perPeerBurst: 2, perPeerPerSecond: 1 } });
     for (let i = 0; i < 3; i++) alice.request(bobId.agentId, 'echo', i, {}, net.now);
-    net.deliver(net.take()); // three warm requests for a session bob2 does not have
+    net.step(); // three warm requests for a session bob2 does not have
     expect(bob2.stats.noSessionSent).toBe(2);
     expect(bob2.stats.dropped.get('no_session answer rate limited')).toBe(1);
   });
@@ -1062,23 +1021,19 @@ describe('byte budgets', () => {
       [100_000, true],
       [1000, false],
     ] as const) {
-      const { net, alice, bob } = pair({ maxEarlyReplyBytes: budget });
-      const handle = alice.request(bobId.agentId, 'echo', 'x'.repeat(1500), {}, net.now);
-      net.deliver(net.take());
-      serveAll(net, bob);
-      const [step2, reply] = net.take();
-      net.deliver([reply!, step2!]);
+      const ctx = pair({ maxEarlyReplyBytes: budget });
+      const { net, alice } = ctx;
+      const handle = replyOvertakingStep2(ctx, 'x'.repeat(1500));
       expect(only(net.drain(aliceId), 'response').map((e) => e.handle), String(budget)).toEqual(held ? [handle] : []);
       expect(alice.stats.dropped.get('early replies over budget'), String(budget)).toBe(held ? undefined : 1);
     }
   });
 
   test('stream chunks waiting for a gap are bounded in bytes too: internal, and cancel', () => {
-    const { net, alice, bob } = pair({ maxPendingChunkBytes: 2000 });
-    const handle = alice.request(bobId.agentId, 'count', {}, { stream: true }, net.now);
-    net.settle();
-    const [request] = only(net.drain(bobId), 'incoming');
-    for (let i = 0; i < 4; i++) bob.sendChunk(request!.from, request!.id, 'c'.repeat(800), net.now);
+    const ctx = pair({ maxPendingChunkBytes: 2000 });
+    const { net, bob } = ctx;
+    const { handle, request } = requestToBob(ctx, 'count', {}, { stream: true });
+    for (let i = 0; i < 4; i++) bob.sendChunk(request.from, request.id, 'c'.repeat(800), net.now);
     const frames = net.take();
     net.deliver(frames.slice(1, 3)); // chunk 0 lost; 1 and 2 wait (≈1.6 KB)
     expect(only(net.drain(aliceId), 'failure')).toEqual([]);
@@ -1103,17 +1058,8 @@ describe('byte budgets', () => {
 
 describe('reply frames the relay could not deliver', () => {
   function warmStream() {
-    const ctx = pair();
-    const { net, alice, bob } = ctx;
-    alice.request(bobId.agentId, 'echo', 0, {}, net.now);
-    net.settle();
-    serveAll(net, bob);
-    net.settle();
-    net.drain(aliceId);
-    const handle = alice.request(bobId.agentId, 'count', {}, { stream: true }, net.now);
-    net.settle();
-    const [request] = only(net.drain(bobId), 'incoming');
-    return { ...ctx, handle, request: request! };
+    const ctx = warmPair();
+    return { ...ctx, ...requestToBob(ctx, 'count', {}, { stream: true }) };
   }
 
   test('a rate_limited chunk ends the request served and tells the caller, once', () => {
@@ -1160,11 +1106,7 @@ describe('stats.dropped has a fixed set of labels', () => {
     (bob.sessions as unknown as { add: () => never }).add = () => {
       throw new Error(`boom ${++n}`);
     };
-    for (const identity of [aliceId, carolId]) {
-      const initiator = new Endpoint(identity);
-      initiator.request(bobId.agentId, 'echo', {}, {}, T0);
-      bob.receive(initiator.takeOutgoing()[0]!.frame, T0);
-    }
+    for (const identity of [aliceId, carolId]) bob.receive(coldStep1ToBob(identity), T0);
     expect([...bob.stats.dropped]).toEqual([['internal error', 2]]);
     expect(bob.stats.lastInternalError).toBe('boom 2');
   });

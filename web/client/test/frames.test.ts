@@ -1,9 +1,8 @@
 // relay-frames.json and the relay parts of auth.json (frames, relay_id comparison), then a test
 // for each rejection path of frames.ts.
 import { describe, expect, test } from 'vitest';
-import { bytesToHex, hexToBytes } from '../src/bytes.js';
+import { bytesToHex } from '../src/bytes.js';
 import { MeshError, isKnownErrorCode, ALL_ERROR_CODES } from '../src/errors.js';
-import { Identity } from '../src/identity.js';
 import { canonicalize } from '../src/jcs.js';
 import { parseIJson, type JsonObject } from '../src/ijson.js';
 import {
@@ -31,7 +30,7 @@ import {
   type ChallengeFrame,
 } from '../src/frames.js';
 import { DEFAULT_MAX_ENVELOPE_BYTES } from '../src/envelope.js';
-import { loadVectors } from './vectors.js';
+import { identityOf, loadVectors } from './vectors.js';
 import { thrown } from './thrown.js';
 
 const frames = loadVectors('agent-mesh/relay-frames.json');
@@ -78,8 +77,7 @@ describe('relay-frames.json', () => {
 
   test('authFrame reproduces the vector signature for the vector key', () => {
     for (const c of auth.cases) {
-      const entry = keys.identities.find((i: { agent_id: string }) => i.agent_id === c.agent_id);
-      const identity = Identity.fromSeed(hexToBytes(entry.seed_hex));
+      const identity = identityOf(c.agent_id);
       const challenge = parseRelayFrame(JSON.stringify(c.frames.challenge)) as ChallengeFrame;
       expect(authFrame(identity, challenge)).toBe(canonicalize(c.frames.auth));
     }

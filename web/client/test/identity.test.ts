@@ -16,18 +16,11 @@ import {
   verifySigned,
   x25519PublicOfAgentId,
 } from '../src/identity.js';
-import { loadVectors } from './vectors.js';
+import { identityOf, loadVectors } from './vectors.js';
 import { thrown } from './thrown.js';
 
 const keys = loadVectors('agent-mesh/keys.json');
 const auth = loadVectors('agent-mesh/auth.json');
-
-/** Identity of a vector agent ID (alice, bob, carol, rfc8032_test1). */
-function identityOf(agentId: string): Identity {
-  const entry = keys.identities.find((i: { agent_id: string }) => i.agent_id === agentId);
-  if (entry === undefined) throw new Error(`no seed for ${agentId} in keys.json`);
-  return Identity.fromSeed(hexToBytes(entry.seed_hex));
-}
 
 describe('keys.json', () => {
   test('every identity derives every key from its seed', () => {

@@ -1,10 +1,9 @@
 // revocation-rotation.json, the registry agent signature (auth.json http_signatures) and Agent
 // Card signing, with the rejection paths of signed_objects.ts.
 import { describe, expect, test } from 'vitest';
-import { hexToBytes } from '../src/bytes.js';
 import { decodeBase64url } from '../src/base64url.js';
 import { MeshError } from '../src/errors.js';
-import { Identity, verifySigned } from '../src/identity.js';
+import { verifySigned } from '../src/identity.js';
 import { canonicalize } from '../src/jcs.js';
 import type { JsonObject } from '../src/ijson.js';
 import {
@@ -22,21 +21,11 @@ import {
   verifyRevocation,
   verifyRotation,
 } from '../src/signed_objects.js';
-import { loadVectors } from './vectors.js';
+import { identityNamed, identityOf, loadVectors } from './vectors.js';
 import { thrown } from './thrown.js';
 
 const vectors = loadVectors('agent-mesh/revocation-rotation.json');
-const keys = loadVectors('agent-mesh/keys.json');
 const auth = loadVectors('agent-mesh/auth.json');
-
-function identityNamed(name: string): Identity {
-  const entry = keys.identities.find((i: { name: string }) => i.name === name);
-  return Identity.fromSeed(hexToBytes(entry.seed_hex));
-}
-function identityOf(agentId: string): Identity {
-  const entry = keys.identities.find((i: { agent_id: string }) => i.agent_id === agentId);
-  return Identity.fromSeed(hexToBytes(entry.seed_hex));
-}
 const alice = identityNamed('alice');
 const carol = identityNamed('carol');
 

@@ -4,6 +4,9 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
+import { hexToBytes } from '../src/bytes.js';
+import { Identity } from '../src/identity.js';
+
 export const VECTORS_DIR = fileURLToPath(new URL('../../../tests/vectors/', import.meta.url));
 
 export function readVectorText(relativePath: string): string {
@@ -22,3 +25,18 @@ export function loadVectors(relativePath: string): any {
 export function listVectorDir(relativePath: string): string[] {
   return readdirSync(VECTORS_DIR + relativePath).sort();
 }
+
+let vectorKeys: { identities: { name: string; agent_id: string; seed_hex: string }[] } | undefined;
+
+/** The Identity of a keys.json agent, found by its `name` (alice, bob, carol) or `agent_id`. */
+function vectorIdentity(field: 'name' | 'agent_id', value: string): Identity {
+  vectorKeys ??= loadVectors('agent-mesh/keys.json');
+  const entry = vectorKeys!.identities.find((i) => i[field] === value);
+  if (entry === undefined) throw new Error(`no seed for ${field} ${value} in keys.json`);
+  return Identity.fromSeed(hexToBytes(entry.seed_hex));
+}
+
+/** The Identity of a keys.json agent by name (alice, bob, carol). */
+export const identityNamed = (name: string): Identity => vectorIdentity('name', name);
+/** The Identity of a keys.json agent ID (alice, bob, carol, rfc8032_test1). */
+export const identityOf = (agentId: string): Identity => vectorIdentity('agent_id', agentId);
