@@ -37,7 +37,7 @@ import {
 import { MeshError, type MeshErrorCode, isErrorCode } from './errors.js';
 import { type Identity, isValidAgentId } from './identity.js';
 import { type JsonObject, type JsonValue, MAX_SAFE_INTEGER, parseIJson } from './ijson.js';
-import { canonicalBytes, canonicalize } from './jcs.js';
+import { canonicalBytes, checkJsonForm } from './jcs.js';
 import { type RateLimit, RateLimiter } from './rate_limit.js';
 import { withDefaults } from './options.js';
 import {
@@ -293,7 +293,7 @@ function asMeshError(error: unknown): MeshError {
 /** Why `value` has no JSON form (undefined, NaN, a function, a cycle…), or undefined if it has one. */
 function jsonProblem(value: JsonValue): string | undefined {
   try {
-    canonicalize(value);
+    checkJsonForm(value);
     return undefined;
   } catch (error) {
     return error instanceof Error ? error.message : String(error);

@@ -17,6 +17,14 @@ export function canonicalize(value: JsonValue): string {
   return parts.join('');
 }
 
+/**
+ * Throws exactly what canonicalize would for `value`, without building the text: the check a
+ * request or reply gets before it is queued, so a body is serialised only once, when it is sealed.
+ */
+export function checkJsonForm(value: JsonValue): void {
+  write(value, undefined, 0);
+}
+
 /** UTF-8 of the canonical text: what gets signed. */
 export function canonicalBytes(value: JsonValue): Uint8Array {
   return utf8Encode(canonicalize(value));
@@ -28,34 +36,38 @@ export function canonicalBytes(value: JsonValue): Uint8Array {
  */
 const MAX_WRITE_DEPTH = MAX_JSON_DEPTH * 16;
 
-function write(value: JsonValue, out: string[], depth: number): void {
+// `out` undefined: only the checks (checkJsonForm), in the same order, so the same error comes first.
+function write(value: JsonValue, out: string[] | undefined, depth: number): void {
   if (depth > MAX_WRITE_DEPTH) throw badRequest(`JCS: value nested deeper than ${MAX_WRITE_DEPTH} levels (cyclic?)`);
   switch (typeof value) {
     case 'string':
-      out.push(quote(value));
+      if (out) out.push(quote(value));
+      else checkString(value);
       return;
-    case 'number':
-      out.push(numberToJcs(value));
+    case 'number': {
+      const text = numberToJcs(value);
+      out?.push(text);
       return;
+    }
     case 'boolean':
-      out.push(value ? 'true' : 'false');
+      out?.push(value ? 'true' : 'false');
       return;
     case 'object':
       if (value === null) {
-        out.push('null');
+        out?.push('null');
       } else if (Array.isArray(value)) {
         if (!isPlainArray(value)) throw badRequest(`JCS: ${describe(value)} has no JSON form`);
-        out.push('[');
+        out?.push('[');
         for (let i = 0; i < value.length; i++) {
-          if (i > 0) out.push(',');
+          if (i > 0) out?.push(',');
           const element = value[i];
           if (element === undefined) throw badRequest(`JCS: array element ${i} is undefined`);
           write(element, out, depth + 1);
         }
-        out.push(']');
+        out?.push(']');
       } else {
         if (!isPlainObject(value)) throw badRequest(`JCS: ${describe(value)} has no JSON form`);
-        out.push('{');
+        out?.push('{');
         // Default sort compares UTF-16 code units: exactly RFC 8785 §3.2.3.
         const names = Object.keys(value).sort();
         let first = true;
@@ -63,12 +75,13 @@ function write(value: JsonValue, out: string[], depth: number): void {
           const member = value[name];
           // Optional members are omitted, never undefined on the wire: skip them as JSON.stringify does.
           if (member === undefined) continue;
-          if (!first) out.push(',');
+          if (!first) out?.push(',');
           first = false;
-          out.push(quote(name), ':');
+          if (out) out.push(quote(name), ':');
+          else checkString(name);
           write(member, out, depth + 1);
         }
-        out.push('}');
+        out?.push('}');
       }
       return;
     default:
@@ -78,8 +91,12 @@ function write(value: JsonValue, out: string[], depth: number): void {
 
 /** RFC 8785 §3.2.2.2: JSON.stringify's string form, which the RFC adopts; lone surrogates refused. */
 function quote(text: string): string {
-  if (hasLoneSurrogate(text)) throw badRequest('JCS: string contains a lone UTF-16 surrogate');
+  checkString(text);
   return JSON.stringify(text);
+}
+
+function checkString(text: string): void {
+  if (hasLoneSurrogate(text)) throw badRequest('JCS: string contains a lone UTF-16 surrogate');
 }
 
 /**

@@ -4,7 +4,7 @@ import { describe, expect, test } from 'vitest';
 import { MeshError } from '../src/errors.js';
 import { utf8Encode } from '../src/bytes.js';
 import { MAX_JSON_DEPTH, isIntegerLiteral, parseIJson, type JsonObject, type JsonValue, type ParseOptions } from '../src/ijson.js';
-import { canonicalBytes, canonicalize, numberToJcs } from '../src/jcs.js';
+import { canonicalBytes, canonicalize, checkJsonForm, numberToJcs } from '../src/jcs.js';
 import { listVectorDir, readVectorText } from './vectors.js';
 
 function rejection(text: string | Uint8Array, options?: ParseOptions): MeshError {
@@ -120,6 +120,34 @@ describe('JCS units', () => {
     const bare = Object.create(null) as JsonObject;
     bare.a = 1;
     expect(canonicalize({ bare, parsed: parseIJson('{"b":[1]}') })).toBe('{"bare":{"a":1},"parsed":{"b":[1]}}');
+  });
+
+  test('checkJsonForm refuses exactly what canonicalize refuses, with the same message', () => {
+    const cyclic: JsonObject = {};
+    cyclic.self = cyclic;
+    const values: unknown[] = [
+      { a: [1, 'x', null, true, { b: 2.5 }] },
+      { x: 2 ** 60 },
+      '\ud800',
+      { '\udc00': 1 },
+      { z: 1, a: new Date(0) },
+      [1, new Map()],
+      [1, undefined],
+      { f: () => 1 },
+      cyclic,
+      Number.NaN,
+      parseIJson('{"\\ufb33":3,"b":[{"c":-0}]}'),
+    ];
+    for (const value of values) {
+      let expected: string | undefined;
+      try {
+        canonicalize(value as JsonValue);
+      } catch (error) {
+        expected = (error as Error).message;
+      }
+      if (expected === undefined) expect(() => checkJsonForm(value as JsonValue)).not.toThrow();
+      else expect(() => checkJsonForm(value as JsonValue)).toThrow(expected);
+    }
   });
 
   test('a member named __proto__ is an ordinary member', () => {
