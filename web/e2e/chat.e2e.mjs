@@ -16,13 +16,13 @@
 //      build/apps, then PATH),
 //      AGENT_MESH_WEB_ROOT (default web/app/dist), CHROMIUM (default /usr/bin/chromium).
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, dirname, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
+import { dirname, join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+
+import { Proc, binary, waitFor } from '../../tests/support/processes.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '..', '..');
@@ -50,95 +50,31 @@ if (!existsSync(CHROMIUM)) {
   process.exit(77);
 }
 
-function findBinary(name) {
-  const dirs = [
-    ...(process.env.AGENT_MESH_BIN_DIR ?? '').split(delimiter).filter(Boolean),
-    join(repo, 'build', 'apps'),
-    ...(process.env.PATH ?? '').split(delimiter).filter(Boolean),
-  ];
-  for (const dir of dirs) {
-    const candidate = join(dir, name);
-    if (existsSync(candidate)) return candidate;
-  }
-  throw new Error(`${name} not found in AGENT_MESH_BIN_DIR, build/apps or PATH; build it first (scripts/setup)`);
-}
-
 const webRoot = resolve(process.env.AGENT_MESH_WEB_ROOT ?? join(repo, 'web', 'app', 'dist'));
 const artifacts = resolve(process.env.AGENT_MESH_TEST_ARTIFACTS ?? join(repo, 'web', 'test-results'));
 
-/** mesh-demo --serve on an ephemeral port; resolves once it prints the URL, the token and the echo agent. */
-function startDemo() {
-  const binary = findBinary('mesh-demo');
-  const child = spawn(binary, ['--serve', '--listen', '127.0.0.1:0', '--web-root', webRoot], {
-    stdio: ['ignore', 'pipe', 'pipe'],
+/** mesh-demo --serve on an ephemeral port, once it has printed the URL, the token and the echo agent. */
+async function startDemo() {
+  const proc = new Proc('mesh-demo', binary('mesh-demo'), ['--serve', '--listen', '127.0.0.1:0', '--web-root', webRoot]);
+  const banner = await waitFor('mesh-demo --serve to print its serving banner', 60_000, () => {
+    if (proc.exited) throw Object.assign(new Error(`mesh-demo exited early\n${proc.describe()}`), { fatal: true });
+    return proc.stdoutLines.some((line) => /Ctrl-C stops it/.test(line)) && proc.stdoutLines.join('\n');
   });
-  const output = [];
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (text) => output.push(text));
-  return new Promise((resolvePromise, reject) => {
-    const found = {};
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`mesh-demo --serve was not ready within 60 s:\n${output.join('')}`));
-    }, 60_000);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`mesh-demo exited early (${code ?? signal}):\n${output.join('')}`));
-    });
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      output.push(`${line}\n`);
-      const url = /Open (http:\/\/\S+?)\/? /.exec(line);
-      if (url) found.url = url[1];
-      const token = /bootstrap token: (\S+)/.exec(line);
-      if (token) found.token = token[1];
-      const echo = /echo agent \(bob\): (\S+)/.exec(line);
-      if (echo) found.echoId = echo[1];
-      if (/Ctrl-C stops it/.test(line)) {
-        clearTimeout(timer);
-        child.removeAllListeners('exit');
-        if (!found.url || !found.token || !found.echoId) {
-          reject(new Error(`mesh-demo's serving banner lacks the URL, token or echo agent:\n${output.join('')}`));
-          return;
-        }
-        resolvePromise({ child, output, ...found });
-      }
-    });
-  });
+  const url = /Open (http:\/\/\S+?)\/? /.exec(banner)?.[1];
+  const token = /bootstrap token: (\S+)/.exec(banner)?.[1];
+  const echoId = /echo agent \(bob\): (\S+)/.exec(banner)?.[1];
+  if (!url || !token || !echoId) {
+    await proc.kill();
+    throw new Error(`mesh-demo's serving banner lacks the URL, token or echo agent\n${proc.describe()}`);
+  }
+  return { proc, url, token, echoId };
 }
 
 /** A server that prints `listening http://<host>:<port>` first on stdout (agent-mesh-server, the GitHub stand-in). */
-function startListening(command, args) {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const output = [];
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (text) => output.push(text));
-  return new Promise((resolvePromise, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${command} did not listen within 30 s:\n${output.join('')}`));
-    }, 30_000);
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`${command} exited early (${code ?? signal}):\n${output.join('')}`));
-    });
-    const lines = createInterface({ input: child.stdout });
-    lines.once('line', (line) => {
-      clearTimeout(timer);
-      child.removeAllListeners('exit');
-      const match = /^listening (https?:\/\/\S+)$/.exec(line);
-      if (!match) reject(new Error(`${command}: unexpected first line ${JSON.stringify(line)}`));
-      else resolvePromise({ child, output, url: match[1] });
-    });
-  });
-}
-
-async function stopChild(demo) {
-  if (!demo || demo.child.exitCode !== null) return;
-  const exited = new Promise((r) => demo.child.once('exit', r));
-  demo.child.kill('SIGTERM');
-  const timer = setTimeout(() => demo.child.kill('SIGKILL'), 10_000);
-  await exited;
-  clearTimeout(timer);
+async function startListening(label, command, args) {
+  const proc = new Proc(label, command, args);
+  const [, url] = await proc.line(0, /^listening (https?:\/\/\S+)$/, 30_000);
+  return { proc, url };
 }
 
 /** A fresh Chromium profile (its own IndexedDB, so its own agent) with the spec's flags. */
@@ -291,8 +227,8 @@ before(async () => {
 
 after(async () => {
   for (const browser of opened) await browser.close();
-  await stopChild(demo);
-  for (const server of servers) await stopChild(server);
+  await demo?.proc.kill();
+  for (const server of servers) await server.proc.kill();
 });
 
 test('log in, see the echo agent online, grant access, request and stream', async () => {
@@ -529,7 +465,7 @@ test('logging out clears the session, forgets the token and takes the agent offl
 });
 
 test('device flow login: the code and the URL are shown, approval logs the new user in', async () => {
-  const github = await startListening(process.execPath, [
+  const github = await startListening('github-standin', process.execPath, [
     join(repo, 'tests', 'support', 'github-standin.mjs'),
     '--interval-ms', '0', '--client-id', 'e2e-client', '--client-secret', 'e2e-secret',
   ]);
@@ -537,7 +473,7 @@ test('device flow login: the code and the URL are shown, approval logs the new u
   const dataDir = mkdtempSync(join(tmpdir(), 'agent-mesh-e2e-server-'));
   const secretFile = join(dataDir, 'oauth-secret');
   writeFileSync(secretFile, 'e2e-secret\n', { mode: 0o600 });
-  const server = await startListening(findBinary('agent-mesh-server'), [
+  const server = await startListening('agent-mesh-server', binary('agent-mesh-server'), [
     '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--web-root', webRoot, '--log-level', 'error',
     '--oauth-client-id', 'e2e-client', '--oauth-client-secret-file', secretFile,
     '--oauth-device-url', `${github.url}/login/device/code`,
